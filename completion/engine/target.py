@@ -1,0 +1,56 @@
+"""The target model with one KV cache: the unit both plain and speculative decoding drive.
+
+Synchronous on purpose: the torch engine calls it from its single model thread only.
+`ids` always lists exactly the tokens whose keys/values are in the cache, so prefix reuse
+and cropping after verification are plain list arithmetic.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class TargetRunner:
+    def __init__(self, model):
+        self.model = model
+        self.cache = DynamicCache(config=model.config)
+        self.ids: list[int] = []
+
+    def crop(self, n: int) -> None:
+        """Keep the KV of the first n tokens."""
+        if n == 0:
+            self.cache, self.ids = DynamicCache(config=self.model.config), []
+        elif n < len(self.ids):
+            self.cache.crop(n - len(self.ids))   # negative: the number of tokens to drop
+            self.ids = self.ids[:n]
+
+    def reuse_prefix(self, prompt_ids: list[int]) -> int:
+        """Crop the cache to the longest prefix shared with `prompt_ids`; return its length.
+        At least one prompt token is always left to compute, since its logits start decoding."""
+        keep = min(common_prefix_len(self.ids, prompt_ids), len(prompt_ids) - 1)
+        self.crop(keep)
+        return keep
+
+    @torch.inference_mode()
+    def forward(self, new_ids: list[int], hidden_layers: tuple[int, ...] = ()):
+        """Append `new_ids` to the cache. Returns (logits [n, V] float32, hidden [n, len(layers)*H]
+        or None) where hidden concatenates the residual streams *entering* the given layers."""
+        if not new_ids:
+            raise ValueError("forward needs at least one token")
+        input_ids = torch.tensor([new_ids], device=self.model.device)
+        out = self.model(input_ids=input_ids, past_key_values=self.cache, use_cache=True,
+                         output_hidden_states=bool(hidden_layers))
+        self.ids.extend(new_ids)
+        hidden = None
+        if hidden_layers:
+            # hidden_states[i] is the input of decoder layer i (index 0 = embeddings)
+            hidden = torch.cat([out.hidden_states[i][0] for i in hidden_layers], dim=-1)
+        return out.logits[0].float(), hidden

@@ -1,0 +1,157 @@
+"""The torch engine: a Hugging Face causal LM (Qwen3 / Qwen3-MoE) on this process's CPU or GPU.
+
+All model work runs on one dedicated thread, one step per `run_in_executor` call, so the event loop
+never blocks and a cancelled request stops at the next step boundary. A decoder turns the target
+(and, for speculative modes, a drafter) into a stream of tokens: `PlainDecoder` lives here; the
+speculative ones implement the same two methods.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import AsyncIterator, Protocol
+
+import torch
+
+from .base import Chunk, EngineInfo, GenerationParams, Stats
+from .models import read_metadata, resolve_model
+from .sampling import sample
+from .target import TargetRunner
+
+MAX_CACHED_DOCUMENTS = 4   # KV caches kept for prefix reuse, least recently used evicted
+
+
+class Decoder(Protocol):
+    def prefill(self, prompt_ids: list[int]) -> None:
+        """Bring the caches up to date with the prompt (reusing what they share with it)."""
+
+    def step(self) -> list[int]:
+        """Produce at least one new token; may run past a stop token (the engine trims)."""
+
+
+class PlainDecoder:
+    """One target forward per token."""
+
+    def __init__(self, runner: TargetRunner, params: GenerationParams, stats: Stats,
+                 generator: torch.Generator | None):
+        self.runner, self.params, self.stats, self.generator = runner, params, stats, generator
+        self.next_logits: torch.Tensor | None = None
+        self.last_token: int | None = None
+
+    def prefill(self, prompt_ids: list[int]) -> None:
+        reused = self.runner.reuse_prefix(prompt_ids)
+        self.stats.reused_tokens = reused
+        logits, _ = self.runner.forward(prompt_ids[reused:])
+        self.next_logits = logits[-1]
+
+    def step(self) -> list[int]:
+        if self.next_logits is None:   # the previous token's KV is computed lazily, when needed
+            logits, _ = self.runner.forward([self.last_token])
+            self.next_logits = logits[-1]
+        self.stats.target_steps += 1
+        token = int(sample(self.next_logits, self.params.temperature, self.params.top_p, self.generator))
+        self.next_logits, self.last_token = None, token
+        return [token]
+
+
+class TorchEngine:
+    def __init__(self, model, tokenizer, info: EngineInfo, drafter=None):
+        self.model, self._tokenizer, self.info, self.drafter = model, tokenizer, info, drafter
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eyas-model")
+        self._lock = asyncio.Lock()
+        self._runners: OrderedDict[str | None, TargetRunner] = OrderedDict()
+
+    @classmethod
+    def load(cls, model: str | None = None, *, device: str | None = None,
+             dtype: torch.dtype | None = None, draft: str | None = None) -> "TorchEngine":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve_model(model)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        meta = read_metadata(path)
+        info = EngineInfo(engine="torch", model=model or "embedded", device=device, draft=draft,
+                          trained=meta.get("trained", True), note=meta.get("description", ""))
+        drafter = None
+        if draft:
+            from completion.speculative import load_drafter
+            drafter = load_drafter(draft, lm, device=device, dtype=dtype)
+        return cls(lm, tokenizer, info, drafter)
+
+    def tokenizer(self):
+        return self._tokenizer
+
+    def _runner(self, key: str | None) -> TargetRunner:
+        runner = self._runners.pop(key, None) or TargetRunner(self.model)
+        self._runners[key] = runner
+        while len(self._runners) > MAX_CACHED_DOCUMENTS:
+            self._runners.popitem(last=False)
+        return runner
+
+    def _decoder(self, runner: TargetRunner, params: GenerationParams, stats: Stats, generator) -> Decoder:
+        mode = params.mode
+        if mode == "auto":
+            mode = "peagle" if self.drafter is not None else "plain"
+        if mode == "plain":
+            return PlainDecoder(runner, params, stats, generator)
+        if self.drafter is None:
+            raise ValueError(f"mode {mode!r} needs a drafter: load the engine with --draft")
+        from completion.speculative import SpeculativeDecoder
+        return SpeculativeDecoder(runner, self.drafter, params, stats, generator, parallel=(mode == "peagle"))
+
+    async def generate(self, prompt_ids: list[int], params: GenerationParams) -> AsyncIterator[Chunk]:
+        if not prompt_ids:
+            raise ValueError("empty prompt")
+        loop = asyncio.get_running_loop()
+        stats = Stats(prompt_tokens=len(prompt_ids))
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=self.model.device).manual_seed(params.seed)
+        async with self._lock:
+            decoder = self._decoder(self._runner(params.cache_key), params, stats, generator)
+            t0 = time.perf_counter()
+            await loop.run_in_executor(self._pool, decoder.prefill, prompt_ids)
+            stats.prefill_ms = (time.perf_counter() - t0) * 1e3
+            out = TextStream(self._tokenizer)
+            stop = set(params.stop_ids)
+            stats.finish_reason = "length"
+            try:
+                while stats.generated_tokens < params.max_tokens:
+                    t0 = time.perf_counter()
+                    new = await loop.run_in_executor(self._pool, decoder.step)
+                    stats.decode_ms += (time.perf_counter() - t0) * 1e3
+                    new = new[: params.max_tokens - stats.generated_tokens]
+                    hit = next((i for i, t in enumerate(new) if t in stop), None)
+                    if hit is not None:
+                        new = new[:hit]
+                        stats.finish_reason = "stop"
+                    stats.generated_tokens += len(new)
+                    if new or hit is not None:
+                        yield Chunk(new, out.push(new), stats)
+                    if hit is not None:
+                        break
+            except (asyncio.CancelledError, GeneratorExit):
+                stats.finish_reason = "cancelled"
+                raise
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class TextStream:
+    """Incremental detokenization that never emits half of a multi-byte character."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.ids, self.emitted = tokenizer, [], 0
+
+    def push(self, ids: list[int]) -> str:
+        self.ids.extend(ids)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=False)
+        if text.endswith("\ufffd"):   # an incomplete UTF-8 sequence: wait for the next token
+            return ""
+        new, self.emitted = text[self.emitted:], len(text)
+        return new
