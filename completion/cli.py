@@ -1,0 +1,136 @@
+"""`eyas`: serve | complete | bench.
+
+    eyas serve [--tcp --port 8765]              LSP over stdio (TCP on 127.0.0.1 when asked)
+    eyas complete FILE[:LINE[:COL]] [--json]    one completion, printed with its timings
+    eyas bench latency|spec ...                 benchmarks (tables + JSON)
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", default="torch", help="engine kind (default: torch)")
+    p.add_argument("--model", default=None, help="model directory or hub id (default: the embedded model)")
+    p.add_argument("--draft", default=None, help="P-EAGLE drafter directory or hub id")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+
+
+def parse_location(spec: str) -> tuple[Path, int | None, int | None]:
+    """FILE, FILE:LINE or FILE:LINE:COL (1-based line and column, column in characters)."""
+    parts = spec.rsplit(":", 2)
+    nums = []
+    while len(parts) > 1 and parts[-1].isdigit():
+        nums.insert(0, int(parts.pop()))
+    line, col = (nums + [None, None])[:2]
+    return Path(":".join(parts)), line, col
+
+
+def cursor_offset(text: str, line: int | None, col: int | None) -> int:
+    if line is None:
+        return len(text)
+    lines = text.splitlines(keepends=True)
+    if not 1 <= line <= max(len(lines), 1):
+        raise SystemExit(f"line {line} is outside the file (1..{len(lines)})")
+    start = sum(len(l) for l in lines[: line - 1])
+    body = lines[line - 1].rstrip("\r\n") if lines else ""
+    if col is None:
+        return start + len(body)
+    if not 1 <= col <= len(body) + 1:
+        raise SystemExit(f"column {col} is outside line {line} (1..{len(body) + 1})")
+    return start + col - 1
+
+
+async def _complete(args) -> int:
+    from completion.context import DocumentTrees, language_for
+    from completion.engine import load_engine
+    from completion.service import Completer, CompletionSettings
+
+    path, line, col = parse_location(args.location)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise SystemExit(f"cannot read {path}: {exc}")
+    cursor = cursor_offset(text, line, col)
+    engine = load_engine(args.engine, args.model, device=args.device, draft=args.draft)
+    trees = DocumentTrees()
+    uri = path.resolve().as_uri()
+    trees.open(uri, language_for(None, str(path)), text)
+    completer = Completer(engine, trees, CompletionSettings(max_tokens=args.max_tokens,
+                                                            temperature=args.temperature))
+    overrides = {"mode": args.mode} if args.mode else {}
+    if args.k:
+        overrides["num_speculative_tokens"] = args.k
+    done = await completer.complete(uri, cursor, repo=path.resolve().parent.name, **overrides)
+    # a second request at the same spot shows what prefix reuse saves
+    again = await completer.complete(uri, cursor, repo=path.resolve().parent.name, **overrides)
+    info = engine.info
+    if args.json:
+        print(json.dumps({"completion": done.text, "raw": done.raw_text, "multiline": done.multiline,
+                          "timings_ms": done.timings_ms, "stats": done.stats.to_dict(),
+                          "repeat_timings_ms": again.timings_ms,
+                          "engine": info.__dict__}, indent=2))
+        return 0
+    where = f"{path}:{line or '$'}:{col or '$'}"
+    print(f"model: {info.model} ({info.engine}, {info.device})" + (f" + draft {info.draft}" if info.draft else ""))
+    if not info.trained:
+        print(f"note: UNTRAINED placeholder model: {info.note}")
+    print(f"--- completion at {where} ({'multi' if done.multiline else 'single'}-line) ---")
+    print(done.text if done.text else "(nothing worth showing; raw model output: %r)" % done.raw_text[:120])
+    print("---")
+    t, s = done.timings_ms, done.stats
+    print("timings ms: " + "  ".join(f"{k} {v:.1f}" for k, v in t.items()))
+    print(f"tokens: prompt {s.prompt_tokens}, generated {s.generated_tokens} ({s.finish_reason}), "
+          f"acceptance length {s.acceptance_length:.2f}")
+    print(f"same request again: prefill {again.timings_ms['prefill']:.1f} ms with "
+          f"{again.stats.reused_tokens}/{again.stats.prompt_tokens} prompt tokens reused")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="eyas", description="Inline code completion backend (LSP + P-EAGLE)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the language server (stdio by default)")
+    _model_args(p)
+    p.add_argument("--tcp", action="store_true", help="listen on 127.0.0.1 instead of stdio")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--max-tokens", type=int, default=64)
+
+    p = sub.add_parser("complete", help="complete at FILE[:LINE[:COL]] (1-based) and print timings")
+    _model_args(p)
+    p.add_argument("location")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--mode", choices=("plain", "eagle3", "peagle"), default=None)
+    p.add_argument("--k", type=int, default=None, help="speculative tokens per step")
+    p.add_argument("--json", action="store_true", help="print JSON with all stats")
+
+    p = sub.add_parser("bench", help="benchmarks")
+    p.add_argument("which", choices=("latency", "spec"))
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        from lsp_server.config import ServerConfig
+        from lsp_server.server import serve
+        serve(ServerConfig(engine=args.engine, model=args.model, draft=args.draft, device=args.device,
+                           max_tokens=args.max_tokens), tcp_port=args.port if args.tcp else None)
+        return 0
+    if args.command == "complete":
+        return asyncio.run(_complete(args))
+    if args.command == "bench":
+        if args.which == "latency":
+            from completion.evaluation.latency_bench import main as bench
+        else:
+            from completion.evaluation.spec_bench import main as bench
+        return bench(args.rest)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Server settings: command-line flags, then `initializationOptions`, then
+`workspace/didChangeConfiguration` ({"eyas": {...}}), each overriding the last.
+
+Client keys are camelCase as editors write them:
+    {"engine": "torch", "model": "<dir or hub id>", "draft": "<drafter dir or hub id>",
+     "device": "cpu", "maxTokens": 64, "temperature": 0.0, "topP": 1.0,
+     "requestTimeout": 20, "enable": {"*": true, "markdown": false}}
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+_KEYS = {"engine": "engine", "model": "model", "draft": "draft", "device": "device",
+         "maxTokens": "max_tokens", "temperature": "temperature", "topP": "top_p",
+         "requestTimeout": "request_timeout_s", "enable": "enable"}
+_LOAD_KEYS = ("engine", "model", "draft", "device")   # changing one of these reloads the model
+
+
+@dataclass
+class ServerConfig:
+    engine: str = "torch"
+    model: str | None = None          # None: the embedded default
+    draft: str | None = None
+    device: str | None = None
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    request_timeout_s: float = 20.0   # a stuck engine answers empty after this, never freezes the editor
+    enable: dict[str, bool] = field(default_factory=lambda: {"*": True})
+
+    def enabled_for(self, language_id: str | None) -> bool:
+        return self.enable.get(language_id or "", self.enable.get("*", True))
+
+    def merged(self, settings: object) -> tuple["ServerConfig", list[str]]:
+        """A copy with the client's settings applied, and a list of complaints about bad values
+        (bad values are ignored, never fatal)."""
+        if not isinstance(settings, dict):
+            return self, ([] if settings is None else [f"settings must be an object, got {type(settings).__name__}"])
+        if isinstance(settings.get("eyas"), dict):
+            settings = settings["eyas"]
+        changes, problems = {}, []
+        for key, value in settings.items():
+            name = _KEYS.get(key)
+            if name is None:
+                continue
+            checked = _check(name, value)
+            if isinstance(checked, str) and checked.startswith("!"):
+                problems.append(f"{key}: {checked[1:]}")
+            else:
+                changes[name] = checked
+        if "enable" in changes:
+            changes["enable"] = {**self.enable, **changes["enable"]}
+        return dataclasses.replace(self, **changes), problems
+
+    def needs_reload(self, other: "ServerConfig") -> bool:
+        return any(getattr(self, k) != getattr(other, k) for k in _LOAD_KEYS)
+
+
+def _check(name: str, value):
+    """The value to use, or a string starting with '!' that explains why it is refused."""
+    if name in ("model", "draft", "device"):
+        return value if value is None or isinstance(value, str) else f"!expected a string, got {value!r}"
+    if name == "engine":
+        return value if value in ("torch",) else f"!unknown engine {value!r} (available: torch)"
+    if name == "max_tokens":
+        ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096
+        return value if ok else f"!expected an integer in 1..4096, got {value!r}"
+    if name in ("temperature", "top_p", "request_timeout_s"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        low, high = {"temperature": (0, 5), "top_p": (1e-6, 1), "request_timeout_s": (0.1, 600)}[name]
+        return float(value) if ok and low <= value <= high else f"!expected a number in [{low}, {high}], got {value!r}"
+    if name == "enable":
+        ok = isinstance(value, dict) and all(isinstance(v, bool) for v in value.values())
+        return value if ok else f"!expected an object of language id -> true/false, got {value!r}"
+    return value

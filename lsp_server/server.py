@@ -1,0 +1,272 @@
+"""The editor-facing face of Eyas: a pygls server over stdio (or 127.0.0.1 TCP).
+
+State lives on `EyasServer`; handlers are small functions named after their LSP method. The model
+loads in a worker thread after `initialized` (with work-done progress), so the event loop keeps
+answering while it loads; completion handlers are `async`, so `$/cancelRequest` and a newer request
+for the same document both stop a generation between decode steps.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import statistics
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams, JsonRpcServerNotInitialized
+from pygls.lsp.server import LanguageServer
+from pygls.uris import to_fs_path
+
+from completion.context import DocumentTrees, language_for
+from completion.engine import load_engine
+from completion.service import Completer, CompletionSettings
+
+from .config import ServerConfig
+from .positions import LineIndex, PositionError
+
+log = logging.getLogger("eyas")
+VERSION = "0.1.0"
+STATUS_METHOD = "eyas/status"
+ACCEPT_COMMAND = "eyas.accepted"
+RECENT = 50   # latencies kept for eyas/status
+
+
+class EyasServer(LanguageServer):
+    def __init__(self, config: ServerConfig | None = None):
+        super().__init__("eyas", VERSION)
+        self.config = config or ServerConfig()
+        self.trees = DocumentTrees()
+        self.completer: Completer | None = None
+        self.engine_state = "not loaded"   # -> "loading" -> "ready" | "failed"
+        self.engine_error: str | None = None
+        self.loading: asyncio.Task | None = None
+        self.inflight: dict[str, asyncio.Task] = {}
+        self.latencies: deque[dict] = deque(maxlen=RECENT)
+        self.accepted = self.served = 0
+        self.initialized = False
+        self.inline_client = False     # the client speaks textDocument/inlineCompletion
+        self.repo = "workspace"
+        self._line_index: dict[str, tuple[int | None, LineIndex]] = {}
+
+    # -- model ---------------------------------------------------------------------------------
+    def start_loading(self) -> None:
+        if self.loading is not None:
+            self.loading.cancel()
+        self.loading = asyncio.ensure_future(self._load())
+
+    async def _load(self) -> None:
+        cfg = self.config
+        self.engine_state, self.engine_error = "loading", None
+        old, self.completer = self.completer, None
+        if old is not None:
+            await old.engine.close()
+        token = await self._begin_progress(f"Eyas: loading {cfg.model or 'the embedded model'}")
+        try:
+            engine = await asyncio.to_thread(load_engine, cfg.engine, cfg.model, device=cfg.device, draft=cfg.draft)
+            self.completer = Completer(engine, self.trees, self._settings())
+            self.engine_state = "ready"
+            log.info("engine ready: %s", engine.info)
+        except Exception as exc:   # a broken model must not take the server down
+            self.engine_state, self.engine_error = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("engine failed to load")
+            self.window_show_message(types.ShowMessageParams(
+                types.MessageType.Error, f"Eyas could not load the model: {self.engine_error}"))
+        finally:
+            if token is not None:
+                self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=self.engine_state))
+
+    async def _begin_progress(self, title: str):
+        caps = self.client_capabilities
+        if not (caps and caps.window and caps.window.work_done_progress):
+            return None
+        token = str(uuid.uuid4())
+        try:
+            await asyncio.wait_for(self.work_done_progress.create_async(token), timeout=5)
+        except Exception:
+            return None
+        self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=False))
+        return token
+
+    def _settings(self) -> CompletionSettings:
+        c = self.config
+        return CompletionSettings(max_tokens=c.max_tokens, temperature=c.temperature, top_p=c.top_p)
+
+    async def ready_completer(self) -> Completer:
+        if self.loading is None:
+            self.start_loading()
+        await asyncio.shield(self.loading)
+        if self.completer is None:
+            raise JsonRpcInternalError(f"the completion engine is unavailable: {self.engine_error}")
+        return self.completer
+
+    def apply_settings(self, settings: object) -> None:
+        new, problems = self.config.merged(settings)
+        for p in problems:
+            self.window_log_message(types.LogMessageParams(types.MessageType.Warning, f"eyas: ignored setting {p}"))
+        reload = new.needs_reload(self.config)
+        self.config = new
+        if reload and self.loading is not None:
+            self.start_loading()
+        elif self.completer is not None:
+            self.completer.settings = self._settings()
+
+    # -- documents -----------------------------------------------------------------------------
+    def line_index(self, uri: str) -> LineIndex:
+        doc = self.workspace.get_text_document(uri)
+        cached = self._line_index.get(uri)
+        if cached is None or cached[0] != doc.version or cached[1].text is not doc.source:
+            cached = (doc.version, LineIndex(doc.source))
+            self._line_index[uri] = cached
+        return cached[1]
+
+    def status(self) -> dict:
+        totals = [l["total"] for l in self.latencies]
+        info = self.completer.engine.info if self.completer else None
+        return {
+            "state": self.engine_state, "error": self.engine_error,
+            "engine": info.engine if info else self.config.engine,
+            "model": info.model if info else (self.config.model or "embedded"),
+            "draft": info.draft if info else self.config.draft,
+            "device": info.device if info else self.config.device,
+            "trained": info.trained if info else None,
+            "note": info.note if info else "",
+            "served": self.served, "accepted": self.accepted,
+            "latency_ms": {"last": list(self.latencies)[-1] if self.latencies else None,
+                           "p50_total": statistics.median(totals) if totals else None,
+                           "recent_totals": totals[-10:]},
+        }
+
+
+def create_server(config: ServerConfig | None = None) -> EyasServer:
+    ls = EyasServer(config)
+    _register(ls)
+    return ls
+
+
+def _register(ls: EyasServer) -> None:
+    @ls.feature(types.INITIALIZE)
+    def initialize(ls: EyasServer, params: types.InitializeParams):
+        caps = params.capabilities.text_document
+        ls.inline_client = bool(caps and caps.inline_completion is not None)
+        root = (params.workspace_folders or [None])[0]
+        root_uri = root.uri if root else params.root_uri
+        if root_uri:
+            ls.repo = Path(to_fs_path(root_uri) or root_uri).name or ls.repo
+        ls.apply_settings(params.initialization_options)
+        ls.initialized = True
+
+    @ls.feature(types.INITIALIZED)
+    def initialized(ls: EyasServer, params: types.InitializedParams):
+        ls.start_loading()
+
+    @ls.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: EyasServer, params: types.DidOpenTextDocumentParams):
+        d = params.text_document
+        ls.trees.open(d.uri, language_for(d.language_id, to_fs_path(d.uri) or d.uri), d.text)
+
+    @ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: EyasServer, params: types.DidChangeTextDocumentParams):
+        uri = params.text_document.uri
+        if ls.trees.get(uri) is not None:   # pygls has already applied the edits
+            ls.trees.update(uri, ls.workspace.get_text_document(uri).source)
+
+    @ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: EyasServer, params: types.DidCloseTextDocumentParams):
+        uri = params.text_document.uri
+        ls.trees.close(uri)
+        ls._line_index.pop(uri, None)
+        if (task := ls.inflight.pop(uri, None)) is not None:
+            task.cancel()
+
+    @ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    def did_change_configuration(ls: EyasServer, params: types.DidChangeConfigurationParams):
+        ls.apply_settings(params.settings)
+
+    @ls.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls: EyasServer, params: types.InlineCompletionParams):
+        if params.context and params.context.selected_completion_info is not None:
+            return None   # a completion popup is open: items would have to extend its text
+        result = await complete_at(ls, params.text_document.uri, params.position)
+        if result is None:
+            return None
+        text, position = result
+        item = types.InlineCompletionItem(
+            insert_text=text, range=types.Range(position, position),
+            command=types.Command("Eyas: accepted", ACCEPT_COMMAND, [params.text_document.uri]))
+        return types.InlineCompletionList(items=[item])
+
+    @ls.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
+    async def completion(ls: EyasServer, params: types.CompletionParams):
+        if ls.inline_client:   # it shows our ghost text already; don't run the model twice
+            return types.CompletionList(is_incomplete=False, items=[])
+        result = await complete_at(ls, params.text_document.uri, params.position)
+        if result is None:
+            return types.CompletionList(is_incomplete=True, items=[])
+        text, position = result
+        first = text.splitlines()[0] if text.strip() else text
+        item = types.CompletionItem(
+            label=first.strip()[:80] or text[:80], kind=types.CompletionItemKind.Text, detail="Eyas",
+            text_edit=types.TextEdit(types.Range(position, position), text),
+            sort_text="0", filter_text=first, insert_text_format=types.InsertTextFormat.PlainText)
+        return types.CompletionList(is_incomplete=True, items=[item])
+
+    @ls.command(ACCEPT_COMMAND)
+    def accepted(ls: EyasServer, *args):
+        ls.accepted += 1
+
+    @ls.feature(STATUS_METHOD)
+    def status(ls: EyasServer, params=None):
+        return ls.status()
+
+
+async def complete_at(ls: EyasServer, uri: str, position: types.Position):
+    """The completion text for a position, or None. The newest request per document wins."""
+    if not ls.initialized:
+        raise JsonRpcServerNotInitialized("the server has not been initialized: send initialize first")
+    doc = ls.trees.get(uri)
+    if doc is None:
+        log.info("completion for a document that is not open: %s", uri)
+        return None
+    language_id = ls.workspace.get_text_document(uri).language_id
+    if not ls.config.enabled_for(language_id):
+        return None
+    try:
+        cursor = ls.line_index(uri).offset(position, ls.workspace.position_encoding)
+    except PositionError as exc:
+        raise JsonRpcInvalidParams(f"bad position for {uri}: {exc}") from None
+
+    me = asyncio.current_task()
+    if (older := ls.inflight.get(uri)) is not None and older is not me:
+        older.cancel()
+    ls.inflight[uri] = me
+    try:
+        completer = await ls.ready_completer()
+        t0 = time.perf_counter()
+        done = await asyncio.wait_for(completer.complete(uri, cursor, repo=ls.repo),
+                                      timeout=ls.config.request_timeout_s)
+    except asyncio.TimeoutError:
+        log.warning("completion timed out after %.1f s", ls.config.request_timeout_s)
+        return None
+    finally:
+        if ls.inflight.get(uri) is me:
+            del ls.inflight[uri]
+    ls.served += 1
+    ls.latencies.append({**done.timings_ms, "handler": round((time.perf_counter() - t0) * 1e3, 3),
+                         "tokens": done.stats.generated_tokens,
+                         "reused_tokens": done.stats.reused_tokens,
+                         "acceptance_length": round(done.stats.acceptance_length, 3)})
+    return (done.text, position) if done.text else None
+
+
+def serve(config: ServerConfig, tcp_port: int | None = None) -> None:
+    logging.basicConfig(level=os.environ.get("EYAS_LOG", "INFO"), format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")   # stdout is the protocol channel
+    ls = create_server(config)
+    if tcp_port is not None:
+        ls.start_tcp("127.0.0.1", tcp_port)   # loopback only: completions expose the user's code
+    else:
+        ls.start_io()

@@ -1,0 +1,27 @@
+"""Shared fixtures. The embedded default model (a tiny random Qwen3 with the real Qwen3 tokenizer)
+is built once into a test-only EYAS_HOME that server subprocesses inherit."""
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("EYAS_HOME", str(Path(tempfile.gettempdir()) / "eyas-test-home"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+SERVER_CMD = [sys.executable, "-m", "completion.cli", "serve"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    from completion.engine.models import default_model_dir
+    return default_model_dir()
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer():
+    from transformers import AutoTokenizer
+    from completion.engine.models import qwen_tokenizer_dir
+    return AutoTokenizer.from_pretrained(qwen_tokenizer_dir())

@@ -1,0 +1,105 @@
+"""The torch engine against Hugging Face `generate` (the reference), on tiny random models."""
+import asyncio
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from completion.engine import GenerationParams
+from completion.engine.models import build_tiny_model
+from completion.engine.torch_engine import TextStream, TorchEngine
+
+
+@pytest.fixture(scope="module", params=["dense", "moe"])
+def engine(request, tmp_path_factory):
+    path = build_tiny_model(tmp_path_factory.mktemp(request.param), moe=request.param == "moe",
+                            num_layers=3, seed=1)
+    return TorchEngine.load(str(path), device="cpu")
+
+
+def run(engine, ids, **kw):
+    async def go():
+        out, stats = [], None
+        async for chunk in engine.generate(ids, GenerationParams(**kw)):
+            out += chunk.token_ids
+            stats = chunk.stats
+        return out, stats
+    return asyncio.run(go())
+
+
+def reference_greedy(engine, ids, n):
+    out = engine.model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False,
+                                min_new_tokens=n, pad_token_id=0)
+    return out[0, len(ids):].tolist()
+
+
+PROMPTS = [[5, 6, 7], list(range(100, 140)), [151659, 3, 4, 151661, 9, 151660]]
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_greedy_equals_reference(engine, prompt):
+    ids, stats = run(engine, prompt, max_tokens=12)
+    assert ids == reference_greedy(engine, prompt, 12)
+    assert stats.generated_tokens == 12 and stats.finish_reason == "length"
+    assert stats.acceptance_length == 1.0
+
+
+def test_prefix_reuse_gives_the_same_tokens(engine):
+    base = list(range(200, 260))
+    first, s1 = run(engine, base, max_tokens=8, cache_key="doc")
+    edited = base[:50] + [7, 8, 9]
+    second, s2 = run(engine, edited, max_tokens=8, cache_key="doc")
+    assert s2.reused_tokens == 50
+    assert second == reference_greedy(engine, edited, 8)
+    # the cache now also holds generated tokens; a repeat of the first prompt reuses all but one
+    again, s3 = run(engine, base, max_tokens=8, cache_key="doc")
+    assert again == first and s3.reused_tokens == 50
+
+
+def test_stop_ids_end_generation(engine):
+    prompt = PROMPTS[1]
+    free = reference_greedy(engine, prompt, 10)
+    ids, stats = run(engine, prompt, max_tokens=10, stop_ids=[free[3]])
+    assert ids == free[: free.index(free[3])] and stats.finish_reason == "stop"
+
+
+def test_cancel_mid_stream_then_serve_again(engine):
+    prompt = PROMPTS[1]
+
+    async def cancel_after_two():
+        got = []
+        gen = engine.generate(prompt, GenerationParams(max_tokens=50, cache_key="c"))
+        async for chunk in gen:
+            got += chunk.token_ids
+            if len(got) >= 2:
+                break
+        await gen.aclose()
+        return got
+    partial = asyncio.run(cancel_after_two())
+    assert len(partial) == 2
+    ids, _ = run(engine, prompt, max_tokens=6, cache_key="c")
+    assert ids == reference_greedy(engine, prompt, 6)
+
+
+def test_sampling_is_seeded_and_top_p_tiny_is_greedy(engine):
+    prompt = PROMPTS[0]
+    a, _ = run(engine, prompt, max_tokens=8, temperature=1.0, seed=3)
+    b, _ = run(engine, prompt, max_tokens=8, temperature=1.0, seed=3)
+    assert a == b
+    nucleus, _ = run(engine, prompt, max_tokens=8, temperature=1.0, top_p=1e-6, seed=4)
+    assert nucleus == reference_greedy(engine, prompt, 8)
+
+
+def test_zero_max_tokens_and_bad_params(engine):
+    assert run(engine, PROMPTS[0], max_tokens=0)[0] == []
+    with pytest.raises(ValueError):
+        GenerationParams(top_p=0)
+    with pytest.raises(ValueError):
+        GenerationParams(mode="warp")
+
+
+def test_text_stream_never_splits_a_character(qwen_tokenizer):
+    ids = qwen_tokenizer("a🎉b", add_special_tokens=False)["input_ids"]
+    stream = TextStream(qwen_tokenizer)
+    pieces = [stream.push([i]) for i in ids]
+    assert "".join(pieces) == "a🎉b" and all("\ufffd" not in p for p in pieces)

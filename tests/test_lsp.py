@@ -1,0 +1,192 @@
+"""End to end over real stdio: the `eyas serve` process with the tiny embedded model."""
+import asyncio
+
+import pytest
+import pytest_lsp
+from lsprotocol import types as t
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from conftest import SERVER_CMD
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+URI = "file:///ws/demo.py"
+SOURCE = "import os\n\n\ndef area(w, h):\n    \n\n\nclass Shape:\n    def size(self):\n        return 1\n"
+CAPS = t.ClientCapabilities(
+    general=t.GeneralClientCapabilities(position_encodings=[t.PositionEncodingKind.Utf16]),
+    window=t.WindowClientCapabilities(work_done_progress=True),
+    text_document=t.TextDocumentClientCapabilities(inline_completion=t.InlineCompletionClientCapabilities()))
+
+
+@pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=SERVER_CMD))
+async def client(lsp_client: LanguageClient, tiny_model_dir):
+    lsp_client.init_result = await lsp_client.initialize_session(t.InitializeParams(
+        capabilities=CAPS, workspace_folders=[t.WorkspaceFolder("file:///ws", "ws")]))
+    yield
+    await lsp_client.shutdown_session()
+
+
+def open_doc(client, uri, text, language="python", version=1):
+    client.text_document_did_open(t.DidOpenTextDocumentParams(t.TextDocumentItem(uri, language, version, text)))
+
+
+def inline(client, uri, line, character, kind=t.InlineCompletionTriggerKind.Automatic):
+    return client.text_document_inline_completion_async(t.InlineCompletionParams(
+        text_document=t.TextDocumentIdentifier(uri), position=t.Position(line, character),
+        context=t.InlineCompletionContext(trigger_kind=kind)))
+
+
+async def status(client):
+    return await client.protocol.send_request_async("eyas/status", None)
+
+
+async def test_capabilities(client):
+    caps = client.init_result.capabilities
+    assert caps.inline_completion_provider is not None
+    assert caps.completion_provider is not None
+    sync = caps.text_document_sync
+    assert sync.change == t.TextDocumentSyncKind.Incremental
+    assert caps.position_encoding == t.PositionEncodingKind.Utf16
+
+
+async def test_inline_completion_and_status(client):
+    open_doc(client, URI, SOURCE)
+    result = await inline(client, URI, 4, 4)
+    st = await status(client)
+    assert st["state"] == "ready" and st["engine"] == "torch" and st["device"] == "cpu"
+    assert st["trained"] is False and "untrained" in st["note"].lower() or "noise" in st["note"]
+    last = st["latency_ms"]["last"]
+    assert last is not None and last["tokens"] >= 1
+    for key in ("context", "prompt", "prefill", "decode", "postprocess", "total"):
+        assert key in last
+    if result is not None:   # a random model may produce nothing worth showing
+        item = result.items[0]
+        assert item.range.start == t.Position(4, 4) and item.insert_text
+    # the model loaded with work-done progress: begin ... end
+    kinds = [type(r).__name__ for reports in client.progress_reports.values() for r in reports]
+    assert "WorkDoneProgressBegin" in kinds and "WorkDoneProgressEnd" in kinds
+
+
+async def test_incremental_change_reuses_prefix(client):
+    uri = "file:///ws/reuse.py"
+    open_doc(client, uri, SOURCE)
+    await inline(client, uri, 4, 4)
+    client.text_document_did_change(t.DidChangeTextDocumentParams(
+        t.VersionedTextDocumentIdentifier(uri, 2),
+        [t.TextDocumentContentChangePartial(range=t.Range(t.Position(4, 4), t.Position(4, 4)), text="r")]))
+    await inline(client, uri, 4, 5)
+    last = (await status(client))["latency_ms"]["last"]
+    assert last["reused_tokens"] > 0
+
+
+async def test_newer_request_cancels_older(client):
+    uri = "file:///ws/race.py"
+    open_doc(client, uri, SOURCE)
+    older = asyncio.ensure_future(inline(client, uri, 4, 4))
+    await asyncio.sleep(0.01)
+    newer = await inline(client, uri, 4, 4)
+    with pytest.raises(JsonRpcException) as err:
+        await older
+    assert err.value.code == -32800   # RequestCancelled
+    assert newer is None or newer.items
+
+
+async def test_cancel_request(client):
+    uri = "file:///ws/cancel.py"
+    open_doc(client, uri, SOURCE)
+    fut = inline(client, uri, 4, 4)
+    await asyncio.sleep(0.01)
+    fut.cancel()   # pygls's client sends $/cancelRequest
+    with pytest.raises((asyncio.CancelledError, JsonRpcException)):
+        await fut
+    assert (await status(client))["state"] == "ready"   # still serving
+
+
+async def test_configuration_max_tokens_and_enable(client):
+    uri = "file:///ws/conf.py"
+    open_doc(client, uri, SOURCE)
+    client.workspace_did_change_configuration(t.DidChangeConfigurationParams(
+        settings={"eyas": {"maxTokens": 2, "temperature": "hot"}}))
+    await inline(client, uri, 4, 4)
+    assert (await status(client))["latency_ms"]["last"]["tokens"] <= 2
+    client.workspace_did_change_configuration(t.DidChangeConfigurationParams(
+        settings={"eyas": {"enable": {"python": False}}}))
+    served = (await status(client))["served"]
+    assert await inline(client, uri, 4, 4) is None
+    assert (await status(client))["served"] == served
+    client.workspace_did_change_configuration(t.DidChangeConfigurationParams(
+        settings={"eyas": {"enable": {"python": True}, "maxTokens": 16}}))
+
+
+async def test_completion_fallback_is_empty_for_inline_clients(client):
+    uri = "file:///ws/fallback.py"
+    open_doc(client, uri, SOURCE)
+    result = await client.text_document_completion_async(t.CompletionParams(
+        t.TextDocumentIdentifier(uri), t.Position(4, 4)))
+    assert result.items == []
+
+
+# -- bad input: each case gets an empty result or a clear error, and the server keeps serving --
+
+async def test_unknown_uri(client):
+    assert await inline(client, "file:///ws/never-opened.py", 0, 0) is None
+
+
+@pytest.mark.parametrize("line,character,fragment", [
+    (99, 0, "past the end of the document"),
+    (4, 50, "past the end of line"),
+])
+async def test_position_out_of_range(client, line, character, fragment):
+    open_doc(client, URI, SOURCE)
+    with pytest.raises(JsonRpcException) as err:
+        await inline(client, URI, line, character)
+    assert err.value.code == -32602 and fragment in str(err.value)
+    assert (await status(client))["state"] == "ready"
+
+
+async def test_position_inside_surrogate_pair(client):
+    uri = "file:///ws/emoji.py"
+    open_doc(client, uri, "s = '🎉'\n")
+    with pytest.raises(JsonRpcException) as err:
+        await inline(client, uri, 0, 6)   # between the two UTF-16 halves of the emoji
+    assert "inside a character" in str(err.value)
+    await inline(client, uri, 0, 7)        # just after it is fine
+
+
+async def test_huge_binary_crlf_and_unknown_language(client):
+    big = "def f(x):\n    return x\n" * 220_000          # ~5 MB
+    open_doc(client, "file:///ws/big.py", big)
+    await inline(client, "file:///ws/big.py", 300_000, 4)
+    open_doc(client, "file:///ws/bin.py", "ab\x00\x01\x02cd\n\x00\n")
+    await inline(client, "file:///ws/bin.py", 0, 3)
+    open_doc(client, "file:///ws/crlf.py", "def f(x):\r\n    \r\n")
+    res = await inline(client, "file:///ws/crlf.py", 1, 4)
+    if res is not None:
+        assert "\n" not in res.items[0].insert_text.replace("\r\n", "")
+    open_doc(client, "file:///ws/notes.zz", "some text in a language nobody knows\n", language="zz")
+    await inline(client, "file:///ws/notes.zz", 0, 4)
+    assert (await status(client))["state"] == "ready"
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER_CMD))
+async def utf8_client(lsp_client: LanguageClient, tiny_model_dir):
+    caps = t.ClientCapabilities(general=t.GeneralClientCapabilities(
+        position_encodings=[t.PositionEncodingKind.Utf8, t.PositionEncodingKind.Utf16]))
+    lsp_client.init_result = await lsp_client.initialize_session(t.InitializeParams(capabilities=caps))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_utf8_negotiation_and_completion_fallback(utf8_client):
+    assert utf8_client.init_result.capabilities.position_encoding == t.PositionEncodingKind.Utf8
+    uri = "file:///ws/u8.py"
+    open_doc(utf8_client, uri, "s = 'é'\nx = ")
+    with pytest.raises(JsonRpcException):   # byte 6 is inside the two-byte 'é'
+        await inline(utf8_client, uri, 0, 6)
+    # no inline capability: textDocument/completion runs the model
+    result = await utf8_client.text_document_completion_async(t.CompletionParams(
+        t.TextDocumentIdentifier(uri), t.Position(1, 4)))
+    assert isinstance(result, t.CompletionList)
+    for item in result.items:
+        assert item.text_edit.range.start == t.Position(1, 4)
