@@ -1,0 +1,1 @@
+"""One post-processing rule per module; the order lives in ../pipeline.py."""
