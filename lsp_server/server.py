@@ -196,7 +196,8 @@ def _register(ls: EyasServer) -> None:
         text, position = result
         item = types.InlineCompletionItem(
             insert_text=text, range=types.Range(position, position),
-            command=types.Command("Eyas: accepted", ACCEPT_COMMAND, [params.text_document.uri]))
+            command=types.Command(title="Eyas: accepted", command=ACCEPT_COMMAND,
+                                  arguments=[params.text_document.uri]))
         return types.InlineCompletionList(items=[item])
 
     @ls.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
@@ -264,6 +265,8 @@ async def complete_at(ls: EyasServer, uri: str, position: types.Position):
 
 def serve(config: ServerConfig, tcp_port: int | None = None) -> None:
     logging.basicConfig(level=os.environ.get("EYAS_LOG", "INFO"), format="%(asctime)s %(name)s %(message)s")
+    if os.environ.get("EYAS_LOG", "INFO") != "DEBUG":
+        logging.getLogger("pygls").setLevel(logging.WARNING)   # it logs every message at INFO
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")   # stdout is the protocol channel
     ls = create_server(config)
     if tcp_port is not None:

@@ -30,15 +30,18 @@ def eyas_home() -> Path:
 
 
 def build_tiny_model(out_dir: str | os.PathLike, *, moe: bool = False, num_layers: int = 2,
-                     hidden_size: int = 64, seed: int = 0, vocab_size: int = 151936) -> Path:
-    """Write a random Qwen3 (or Qwen3-MoE) with the real Qwen3 tokenizer into `out_dir`."""
+                     hidden_size: int = 64, seed: int = 0, vocab_size: int = 151936,
+                     tie_embeddings: bool = False) -> Path:
+    """Write a random Qwen3 (or Qwen3-MoE) with the real Qwen3 tokenizer into `out_dir`.
+    Untied by default: a random model with tied embeddings echoes its last input token
+    (`<|fim_middle|>`, a stop id) and so would never produce any text."""
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
     out = Path(out_dir)
     common = dict(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=hidden_size // 4,
                   intermediate_size=2 * hidden_size, max_position_embeddings=32768,
-                  rms_norm_eps=1e-6, rope_theta=1_000_000.0, tie_word_embeddings=True,
+                  rms_norm_eps=1e-6, rope_theta=1_000_000.0, tie_word_embeddings=tie_embeddings,
                   bos_token_id=151643, eos_token_id=151643, pad_token_id=151643)
     torch.manual_seed(seed)
     if moe:
@@ -54,7 +57,7 @@ def build_tiny_model(out_dir: str | os.PathLike, *, moe: bool = False, num_layer
 
 def default_model_dir() -> Path:
     """The embedded default, built once into EYAS_HOME (a few seconds, no downloads)."""
-    path = eyas_home() / "models" / "tiny-untrained"
+    path = eyas_home() / "models" / "tiny-untrained-v2"
     if not (path / METADATA_FILE).exists():
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         build_tiny_model(tmp)
