@@ -58,8 +58,10 @@ class Completer:
         site = CompletionSite(language=ctx.language, prefix=lf(ctx.prefix), suffix=lf(ctx.suffix),
                               line_prefix=ctx.line_prefix, line_suffix=ctx.line_suffix,
                               cursor_node=ctx.cursor_node)
-        multiline = is_multiline(site)
         timings = {"context": _ms_since(t0)}
+        t0 = time.perf_counter()
+        multiline = is_multiline(site)
+        decide_ms = (time.perf_counter() - t0) * 1e3
 
         t0 = time.perf_counter()
         prompt = self.prompts.build(repo=repo, path=ctx.path, prefix=site.prefix, suffix=site.suffix,
@@ -85,6 +87,6 @@ class Completer:
         text = postprocess(raw, site, multiline)
         if crlf:
             text = text.replace("\n", "\r\n")
-        timings["postprocess"] = _ms_since(t0)
+        timings["postprocess"] = round(_ms_since(t0) + decide_ms, 3)
         timings["total"] = _ms_since(t_start)
         return Completion(text, raw, multiline, timings, stats)

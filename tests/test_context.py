@@ -639,3 +639,26 @@ def test_every_cursor_of_mangled_samples(name):
         assert approx_tokens(context.suffix) <= budget.suffix_tokens
         assert "\r" not in context.line_prefix + context.line_suffix
         assert all("\r" not in line for line in context.scope)
+
+
+def test_typing_keeps_the_prefix_window_start(qwen_tokenizer):
+    """Prefix reuse in the engine needs the window's far edge to stay put while the user types
+    (with the real tokenizer, whose bytes-per-token ratio the meter keeps re-learning)."""
+    def count(s):
+        return len(qwen_tokenizer(s, add_special_tokens=False)["input_ids"])
+    import sysconfig
+    text = (Path(sysconfig.get_paths()["stdlib"]) / "argparse.py").read_text()
+    trees, uri = DocumentTrees(), "file:///w/argparse.py"
+    trees.open(uri, "python", text)
+    cursor = text.index("\n", len(text) // 2)
+    budget = ContextBudget(prefix_tokens=512, suffix_tokens=64)
+    first = build_context(trees, uri, cursor, count, budget)
+    for typed in "x = compute(1, 2)":
+        text = text[:cursor] + typed + text[cursor:]
+        cursor += 1
+        trees.update(uri, text)
+        later = build_context(trees, uri, cursor, count, budget)
+        assert later.prefix.startswith(first.prefix) and later.prefix.endswith(typed)
+    # far away, the window moves
+    moved = build_context(trees, uri, 1000, count, budget)
+    assert not moved.prefix.startswith(first.prefix[:200])

@@ -61,8 +61,9 @@ def build_context(trees: DocumentTrees, uri: str, cursor: int, count_tokens: Cal
             scopes = indented_headers(source, offset)
         cursor_node = cursor_node_type(source, root, offset)
 
-    prefix_builder = PrefixBuilder(source, offset, root, spec, scopes)
+    prefix_builder = PrefixBuilder(source, offset, root, spec, scopes, trees.prefix_anchors.get(uri))
     prefix_bytes = fit(prefix_builder.build, budget.prefix_tokens, meter)
+    trees.prefix_anchors[uri] = prefix_builder.start
     extra = min(prefix_builder.extra_bytes, len(prefix_bytes)) if prefix_bytes else 0
     suffix_bytes = fit(SuffixBuilder(source, offset, root, spec).build, budget.suffix_tokens, meter)
     line_prefix, line_suffix = cursor_line(text, cursor)

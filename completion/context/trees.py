@@ -154,6 +154,9 @@ class DocumentTrees:
         self.workspace_roots: list[str] = list(workspace_roots or [])
         # Learned bytes-per-token ratios, per language (see budget.TokenMeter).
         self.bytes_per_token: dict[str | None, float] = {}
+        # Where each document's last prefix window started (a byte offset): keeping it while the
+        # user types keeps the prompt's prefix stable, so the engine reuses its KV cache.
+        self.prefix_anchors: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -190,6 +193,7 @@ class DocumentTrees:
     def close(self, uri: str) -> None:
         with self._lock:
             self._documents.pop(uri, None)
+            self.prefix_anchors.pop(uri, None)
 
     # -- queries ---------------------------------------------------------------------------------
 

@@ -20,12 +20,18 @@ MAX_BOUNDARY_PROBES = 40
 MAX_EXTRA_PROBES = 12
 # Imports and scope headers may take at most this share of the prefix room.
 EXTRAS_SHARE = 1 / 3
+# A new window leaves this share of its room free, and a previous start is kept while the window
+# uses between MIN_ANCHORED_SHARE and all of it. Typing then moves the window start (and so
+# invalidates the engine's cached prefix) once per ~GROW_SLACK of the budget, not every keystroke.
+GROW_SLACK = 0.25
+MIN_ANCHORED_SHARE = 0.5
 
 
 class PrefixBuilder:
     def __init__(self, source: bytes, cursor: int, root: Node | None, spec: LanguageSpec | None,
-                 scopes: list[LineRange]) -> None:
+                 scopes: list[LineRange], anchor: int | None = None) -> None:
         self.source = source
+        self.anchor = anchor  # the previous request's window start, if any
         self.cursor = cursor
         self.cursor_line = line_start(source, cursor)
         self.root = root
@@ -33,6 +39,7 @@ class PrefixBuilder:
         self.scopes = scopes
         self._imports: list[LineRange] | None = None
         self.extra_bytes = 0  # size of the imports + headers part of the last build
+        self.start = 0  # where the window part of the last build starts
 
     def window_start(self, earliest: int) -> int:
         """Start of a window that begins no earlier than `earliest`."""
@@ -77,9 +84,20 @@ class PrefixBuilder:
             outside.append(header)
         return outside, start
 
+    def start_within(self, room: int) -> int:
+        """The previous start while it still fits `room` well, else a fresh one with slack."""
+        a, cursor = self.anchor, self.cursor
+        if (a is not None and 0 <= a <= self.cursor_line and (a == 0 or self.source[a - 1] == 0x0A)
+                and MIN_ANCHORED_SHARE * room <= cursor - a <= room):
+            return a
+        earliest = cursor - int(room * (1 - GROW_SLACK))
+        if earliest > self.cursor_line:  # no slack to spare: the cursor line comes first
+            earliest = cursor - room
+        return self.window_start(earliest)
+
     def build(self, room: int) -> bytes:
         source, cursor = self.source, self.cursor
-        start = self.window_start(cursor - room)
+        start = self.start = self.start_within(room)
         self.extra_bytes = 0
         if start == 0:
             return source[start:cursor]
@@ -87,10 +105,11 @@ class PrefixBuilder:
         imports = self.imports_before(start)
         wanted = _size(headers) + _size(imports)
         if not wanted:
+            self.start = start
             return source[start:cursor]
         # make room for the extras by starting the window later, then fill what is left
         reserve = min(int(room * EXTRAS_SHARE), wanted)
-        start = self.window_start(cursor - (room - reserve))
+        start = self.start_within(room - reserve)
         headers, start = self.headers_before(start)
         imports = self.imports_before(start)
         left = room - (cursor - start)
@@ -107,6 +126,7 @@ class PrefixBuilder:
             chosen_imports.append(found)
             left -= found.end - found.start
         pieces = [source[a:b] for a, b in chosen_imports + chosen_headers]
+        self.start = start
         self.extra_bytes = sum(len(piece) for piece in pieces)
         pieces.append(source[start:cursor])
         return b"".join(pieces)

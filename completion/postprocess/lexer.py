@@ -7,7 +7,9 @@ strings, regex literals), which only make a rule cut less precisely.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .syntax import Quote, Syntax
 
@@ -37,54 +39,101 @@ class Masked:
 
 
 def mask_non_code(text: str, syntax: Syntax, state: LexState = IN_CODE) -> Masked:
+    # Runs per keystroke over KBs of prefix: jump with C-speed regex searches to the next character
+    # that can change the state, and copy or mask the stretch in between in one piece.
     out: list[str] = []
     line_states = [state]
     i, n = 0, len(text)
+    code_stops = _code_stops(syntax)
     while i < n:
-        ch = text[i]
         if state.kind == CODE:
+            m = code_stops.search(text, i)
+            j = m.start() if m else n
+            if j > i:   # plain code: copied as is
+                chunk = text[i:j]
+                out.append(chunk)
+                line_states.extend([state] * chunk.count("\n"))
+                i = j
+                continue
             opened = _literal_or_comment_at(text, i, syntax)
             if opened is not None:
                 state, width = opened
                 out.append(MASK * width)
                 i += width
-                continue
-            out.append(ch)
-            i += 1
-        elif state.kind == LINE_COMMENT:
-            if ch == "\n":
+            else:
+                out.append(text[i])
+                i += 1
+            continue
+        if state.kind == LINE_COMMENT:
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            out.append(MASK * (j - i))
+            if j < n:
+                out.append("\n")
                 state = IN_CODE
-            out.append("\n" if ch == "\n" else MASK)
-            i += 1
-        elif state.kind == BLOCK_COMMENT:
+                line_states.append(state)
+            i = j + 1
+            continue
+        if state.kind == BLOCK_COMMENT:
             close = syntax.block_comment[1]
-            if text.startswith(close, i):
+            j = text.find(close, i)
+            end = n if j < 0 else j
+            chunk = text[i:end]
+            out.append(_NOT_NEWLINE.sub(MASK, chunk))
+            line_states.extend([state] * chunk.count("\n"))
+            if j >= 0:
                 out.append(MASK * len(close))
-                i += len(close)
                 state = IN_CODE
-                continue
-            out.append("\n" if ch == "\n" else MASK)
-            i += 1
-        else:
-            quote = state.quote
-            if quote.escapes and ch == "\\" and i + 1 < n:
-                out.append(MASK + ("\n" if text[i + 1] == "\n" else MASK))
-                if text[i + 1] == "\n":
-                    line_states.append(state)   # an escaped newline continues the literal
-                i += 2
-                continue
-            if text.startswith(quote.close, i):
-                out.append(MASK * len(quote.close))
-                i += len(quote.close)
-                state = IN_CODE
-                continue
-            if ch == "\n" and not quote.spans_lines:
-                state = IN_CODE    # unterminated one-line literal: recover at the line end
-            out.append("\n" if ch == "\n" else MASK)
-            i += 1
+                end += len(close)
+            i = end
+            continue
+        quote = state.quote
+        m = _string_stops(quote).search(text, i)
+        j = m.start() if m else n
+        if j > i:   # literal body: masked in one piece (it holds no newline)
+            out.append(MASK * (j - i))
+            i = j
+            continue
+        ch = text[i]
+        if quote.escapes and ch == "\\" and i + 1 < n:
+            out.append(MASK + ("\n" if text[i + 1] == "\n" else MASK))
+            if text[i + 1] == "\n":
+                line_states.append(state)   # an escaped newline continues the literal
+            i += 2
+            continue
+        if text.startswith(quote.close, i):
+            out.append(MASK * len(quote.close))
+            i += len(quote.close)
+            state = IN_CODE
+            continue
+        if ch == "\n" and not quote.spans_lines:
+            state = IN_CODE    # unterminated one-line literal: recover at the line end
+        out.append("\n" if ch == "\n" else MASK)
         if ch == "\n":
             line_states.append(state)
+        i += 1
     return Masked("".join(out), state, tuple(line_states))
+
+
+_NOT_NEWLINE = re.compile("[^\n]")
+
+
+@lru_cache(maxsize=None)
+def _code_stops(syntax: Syntax) -> re.Pattern:
+    """Characters in code where a comment or literal may begin."""
+    openers = list(syntax.line_comments) + [q.open for q in syntax.quotes]
+    if syntax.block_comment:
+        openers.append(syntax.block_comment[0])
+    if not openers:
+        return re.compile("(?!)")   # never matches: all of the text is code
+    return re.compile("[" + "".join(sorted({re.escape(o[0]) for o in openers})) + "]")
+
+
+@lru_cache(maxsize=None)
+def _string_stops(quote: Quote) -> re.Pattern:
+    """Characters inside a literal that may end it, escape, or break the line."""
+    chars = {re.escape(quote.close[0]), "\n"} | ({re.escape("\\")} if quote.escapes else set())
+    return re.compile("[" + "".join(sorted(chars)) + "]")
 
 
 def _literal_or_comment_at(text: str, i: int, syntax: Syntax) -> tuple[LexState, int] | None:

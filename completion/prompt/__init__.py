@@ -50,7 +50,7 @@ class PromptBuilder:
         # Any added token can be injected by text, not only the FIM ones (e.g. <|im_start|>).
         self._added = tuple(tokenizer.get_added_vocab())
         self.stop_ids = sorted(self.token_id[t] for t in STOP_TOKENS if t in self.token_id)
-        self._encode_cached = lru_cache(maxsize=256)(self._encode_uncached)
+        self._encode_cached = lru_cache(maxsize=64)(self._encode_uncached)
 
     def encode_text(self, text: str) -> list[int]:
         """Token ids of document text with special-token parsing off."""
@@ -67,7 +67,8 @@ class PromptBuilder:
         return [tok.id for piece, _ in pieces for tok in self._backend.model.tokenize(piece)]
 
     def count_tokens(self, text: str) -> int:
-        return len(self.encode_text(text))
+        # memoized: the context room counts the very prefix that `build` then encodes
+        return len(self._encode_cached(text))
 
     def _encode_uncached(self, text: str) -> tuple[int, ...]:
         return tuple(self.encode_text(text))
@@ -80,6 +81,6 @@ class PromptBuilder:
             ids += [t[FILE_SEP], *self._encode_cached(f"{s.path}\n{s.text.rstrip()}\n")]
         num_snippet_tokens = len(ids)
         ids += [t[FILE_SEP], *self._encode_cached(f"{path}\n")]
-        prefix_ids, suffix_ids = self.encode_text(prefix), self.encode_text(suffix)
+        prefix_ids, suffix_ids = self._encode_cached(prefix), self._encode_cached(suffix)
         ids += [t[FIM_PREFIX], *prefix_ids, t[FIM_SUFFIX], *suffix_ids, t[FIM_MIDDLE]]
         return Prompt(ids, num_snippet_tokens, len(prefix_ids), len(suffix_ids), list(self.stop_ids))
