@@ -81,3 +81,36 @@ async def test_malformed_frames_do_not_stop_the_server(garbage):
         assert reply["result"]["engine"] == "torch"
     finally:
         await c.close()
+
+
+async def test_tcp_listens_on_loopback_only():
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(*SERVER_CMD, "--tcp", "--port", str(port),
+                                                stderr=asyncio.subprocess.DEVNULL)
+    try:
+        for _ in range(100):   # wait for the listener
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the server never listened on 127.0.0.1")
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}).encode()
+        writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        header = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        length = int(header.split(b":")[1].split(b"\r\n")[0])
+        reply = json.loads(await reader.readexactly(length))
+        assert reply["id"] == 1 and "inlineCompletionProvider" in reply["result"]["capabilities"]
+        writer.close()
+        # the listener is bound to loopback, not to every interface
+        addrs = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)} - {"127.0.0.1"}
+        for addr in addrs:
+            with pytest.raises(OSError):
+                socket.create_connection((addr, port), timeout=1).close()
+    finally:
+        proc.kill()
+        await proc.wait()
