@@ -1,16 +1,29 @@
-"""`eyas`: serve | complete | bench.
+"""`eyas`: serve | complete | bench | eval | train.
 
     eyas serve [--tcp --port 8765]              LSP over stdio (TCP on 127.0.0.1 when asked)
     eyas complete FILE[:LINE[:COL]] [--json]    one completion, printed with its timings
-    eyas bench latency|spec ...                 benchmarks (tables + JSON)
+    eyas bench latency|spec ...                 benchmarks (tables + JSON + PNG)
+    eyas eval acceptance|infill ...             model quality on HumanEval
+    eyas train pocket|drafter ...               training
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import sys
 from pathlib import Path
+
+# Subcommands that own their arguments: (command, which) -> "module:function(argv) -> int".
+TOOLS = {
+    ("bench", "latency"): "completion.evaluation.latency_bench:main",
+    ("bench", "spec"): "completion.evaluation.spec_bench:main",
+    ("eval", "acceptance"): "completion.evaluation.acceptance:main",
+    ("eval", "infill"): "completion.evaluation.infill:main",
+    ("train", "pocket"): "completion.training.pocket:main",
+    ("train", "drafter"): "completion.training.drafter_fit:main",
+}
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -110,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=None, help="speculative tokens per step")
     p.add_argument("--json", action="store_true", help="print JSON with all stats")
 
-    p = sub.add_parser("bench", help="benchmarks")
-    p.add_argument("which", choices=("latency", "spec"))
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    for command, help_text in (("bench", "benchmarks"), ("eval", "evaluations"), ("train", "training")):
+        p = sub.add_parser(command, help=help_text)
+        p.add_argument("which", choices=[w for c, w in TOOLS if c == command])
+        p.add_argument("rest", nargs=argparse.REMAINDER, help="the tool's own arguments (try --help)")
 
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -123,13 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "complete":
         return asyncio.run(_complete(args))
-    if args.command == "bench":
-        if args.which == "latency":
-            from completion.evaluation.latency_bench import main as bench
-        else:
-            from completion.evaluation.spec_bench import main as bench
-        return bench(args.rest)
-    return 2
+    module, function = TOOLS[(args.command, args.which)].split(":")
+    return getattr(importlib.import_module(module), function)(args.rest)
 
 
 if __name__ == "__main__":
