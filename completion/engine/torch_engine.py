@@ -43,7 +43,7 @@ class PlainDecoder:
     def prefill(self, prompt_ids: list[int]) -> None:
         reused = self.runner.reuse_prefix(prompt_ids)
         self.stats.reused_tokens = reused
-        logits, _ = self.runner.forward(prompt_ids[reused:])
+        logits, _ = self.runner.forward(prompt_ids[reused:], logits_to_keep=1)
         self.next_logits = logits[-1]
 
     def step(self) -> list[int]:

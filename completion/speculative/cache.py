@@ -1,0 +1,80 @@
+"""The drafter's own KV cache for one document, kept beside the target's `TargetRunner`.
+
+Static buffers (grown by doubling) with a committed length, the way vLLM's paged cache behaves for
+a drafter: a forward writes K/V at absolute positions; only rows below `length` are committed.
+Rows past `length` (MASK slots, autoregressive draft rows) stay in the buffer as dead entries
+that the next forward overwrites, so "never keeping" them costs nothing.
+
+Row p of the drafter pairs the token at p+1 with the target's hidden state at p (the EAGLE
+shift), so the committed rows depend on `ids[: length + 1]`.
+"""
+from __future__ import annotations
+
+import torch
+
+from .drafter import Drafter
+
+INITIAL_CAPACITY = 256
+
+
+def _common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class DraftCache:
+    def __init__(self, drafter: Drafter):
+        cfg = drafter.config
+        self.owner = drafter
+        self.shape = (cfg.num_key_value_heads, cfg.head_dim)
+        self.device, self.dtype = drafter.fc.weight.device, drafter.fc.weight.dtype
+        self.num_layers = cfg.num_hidden_layers
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.capacity = 0
+        self.length = 0                # committed rows
+        self.ids: list[int] = []       # tokens 0..length the committed rows were computed from
+
+    def reserve(self, end: int) -> None:
+        """Make room for absolute positions [0, end)."""
+        if end <= self.capacity:
+            return
+        capacity = max(INITIAL_CAPACITY, self.capacity)
+        while capacity < end:
+            capacity *= 2
+        kv_heads, head_dim = self.shape
+        def grow(old):
+            new = torch.zeros(kv_heads, capacity, head_dim, device=self.device, dtype=self.dtype)
+            if old is not None:
+                new[:, : self.capacity] = old[:, : self.capacity]
+            return new
+        olds = (self.keys, self.values) if self.keys else ([None] * self.num_layers,) * 2
+        self.keys = [grow(k) for k in olds[0]]
+        self.values = [grow(v) for v in olds[1]]
+        self.capacity = capacity
+
+    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor):
+        """Store k, v [kv_heads, n, head_dim] at positions [start, start+n); return every key and
+        value at positions [0, start+n) for attention."""
+        end = start + k.shape[1]
+        self.keys[layer][:, start:end] = k
+        self.values[layer][:, start:end] = v
+        return self.keys[layer][:, :end], self.values[layer][:, :end]
+
+    def commit(self, rows: int, ids: list[int]) -> None:
+        """Rows [length, length+rows) become permanent; `ids` lists tokens 0..length+rows."""
+        self.length += rows
+        self.ids = list(ids[: self.length + 1])
+
+    def crop(self, rows: int) -> None:
+        self.length = min(self.length, rows)
+        self.ids = self.ids[: self.length + 1] if self.length else []
+
+    def valid_rows(self, prompt_ids: list[int]) -> int:
+        """How many committed rows a new prompt can reuse: row p needs tokens 0..p+1 unchanged."""
+        if not self.length:
+            return 0
+        return min(self.length, max(0, _common_prefix_len(self.ids, prompt_ids) - 1))
