@@ -22,6 +22,8 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float,
            generator: torch.Generator | None = None) -> torch.Tensor:
     """[..., V] -> [...] token ids. temperature 0 is greedy (argmax)."""
     if temperature == 0:
+        if logits.device.type == "cpu":   # numpy's argmax is ~20x faster than torch's on a 152k row
+            return torch.as_tensor(logits.numpy().argmax(-1))
         return logits.argmax(-1)
     probs = probabilities(logits, temperature, top_p)
     flat = probs.reshape(-1, probs.shape[-1])
