@@ -12,17 +12,11 @@ from __future__ import annotations
 
 import torch
 
+from completion.engine.target import common_prefix_len
+
 from .drafter import Drafter
 
 INITIAL_CAPACITY = 256
-
-
-def _common_prefix_len(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class DraftCache:
@@ -77,4 +71,4 @@ class DraftCache:
         """How many committed rows a new prompt can reuse: row p needs tokens 0..p+1 unchanged."""
         if not self.length:
             return 0
-        return min(self.length, max(0, _common_prefix_len(self.ids, prompt_ids) - 1))
+        return min(self.length, max(0, common_prefix_len(self.ids, prompt_ids) - 1))
