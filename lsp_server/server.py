@@ -56,11 +56,12 @@ class EyasServer(LanguageServer):
     def start_loading(self) -> None:
         if self.loading is not None:
             self.loading.cancel()
+        self.engine_state = "loading"   # now, not when the task first runs: status must not lag
         self.loading = asyncio.ensure_future(self._load())
 
     async def _load(self) -> None:
         cfg = self.config
-        self.engine_state, self.engine_error = "loading", None
+        self.engine_error = None
         old, self.completer = self.completer, None
         if old is not None:
             await old.engine.close()

@@ -204,3 +204,23 @@ async def test_utf8_negotiation_and_completion_fallback(utf8_client):
     assert isinstance(result, t.CompletionList)
     for item in result.items:
         assert item.text_edit.range.start == t.Position(1, 4)
+
+
+async def test_model_switch_failure_is_reported_not_frozen(client):
+    """Runs last in this module: it reloads the model twice."""
+    uri = "file:///ws/switch.py"
+    open_doc(client, uri, SOURCE)
+    client.workspace_did_change_configuration(t.DidChangeConfigurationParams(
+        settings={"eyas": {"model": "/nonexistent/model-dir"}}))
+    for _ in range(100):
+        st = await status(client)
+        if st["state"] != "loading":
+            break
+        await asyncio.sleep(0.1)
+    assert st["state"] == "failed" and "nonexistent" in st["error"]
+    with pytest.raises(JsonRpcException, match="engine is unavailable"):
+        await inline(client, uri, 4, 4)
+    client.workspace_did_change_configuration(t.DidChangeConfigurationParams(
+        settings={"eyas": {"model": "embedded"}}))
+    await inline(client, uri, 4, 4)
+    assert (await status(client))["state"] == "ready"
