@@ -50,7 +50,7 @@ class EyasServer(LanguageServer):
         self.initialized = False
         self.inline_client = False     # the client speaks textDocument/inlineCompletion
         self.repo = "workspace"
-        self._line_index: dict[str, tuple[int | None, LineIndex]] = {}
+        self.line_indexes: dict[str, LineIndex] = {}   # per document, rebuilt when its text changes
 
     # -- model ---------------------------------------------------------------------------------
     def start_loading(self) -> None:
@@ -117,12 +117,11 @@ class EyasServer(LanguageServer):
 
     # -- documents -----------------------------------------------------------------------------
     def line_index(self, uri: str) -> LineIndex:
-        doc = self.workspace.get_text_document(uri)
-        cached = self._line_index.get(uri)
-        if cached is None or cached[0] != doc.version or cached[1].text is not doc.source:
-            cached = (doc.version, LineIndex(doc.source))
-            self._line_index[uri] = cached
-        return cached[1]
+        source = self.workspace.get_text_document(uri).source
+        index = self.line_indexes.get(uri)
+        if index is None or index.text is not source:
+            index = self.line_indexes[uri] = LineIndex(source)
+        return index
 
     def status(self) -> dict:
         totals = [l["total"] for l in self.latencies]
@@ -179,7 +178,7 @@ def _register(ls: EyasServer) -> None:
     def did_close(ls: EyasServer, params: types.DidCloseTextDocumentParams):
         uri = params.text_document.uri
         ls.trees.close(uri)
-        ls._line_index.pop(uri, None)
+        ls.line_indexes.pop(uri, None)
         if (task := ls.inflight.pop(uri, None)) is not None:
             task.cancel()
 
