@@ -51,7 +51,8 @@ class Completer:
         doc = self.trees.get(uri)
         if doc is None:
             raise KeyError(f"unknown document {uri}")
-        crlf = "\r\n" in doc.text[: doc.text.find("\n") + 1] if "\n" in doc.text else False
+        first_eol = doc.text.find("\n")
+        crlf = first_eol > 0 and doc.text[first_eol - 1] == "\r"   # the document's line ending
         ctx = build_context(self.trees, uri, cursor, self.prompts.count_tokens, s.budget)
         # The model and the rules see "\n" line ends; the insert text gets the document's own.
         lf = (lambda x: x.replace("\r\n", "\n")) if crlf else (lambda x: x)
