@@ -4,7 +4,8 @@
     eyas complete FILE[:LINE[:COL]] [--json]    one completion, printed with its timings
     eyas bench latency|spec ...                 benchmarks (tables + JSON + PNG)
     eyas eval acceptance|infill ...             model quality on HumanEval
-    eyas train pocket|drafter ...               training
+    eyas train pocket|synth|drafter|drafter-fit training (target, drafter data, P-EAGLE / EAGLE-3
+                                                drafter, the quick in-memory drafter fit)
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ TOOLS = {
     ("eval", "acceptance"): "completion.evaluation.acceptance:main",
     ("eval", "infill"): "completion.evaluation.infill:main",
     ("train", "pocket"): "completion.training.pocket:main",
-    ("train", "drafter"): "completion.training.drafter_fit:main",
+    ("train", "synth"): "completion.training.synthesis:main",
+    ("train", "drafter"): "completion.training.peagle_trainer:main",
+    ("train", "drafter-fit"): "completion.training.drafter_fit:main",
 }
 
 
