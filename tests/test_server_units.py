@@ -51,3 +51,11 @@ def test_cli_locations():
     assert cursor_offset(text, 2, 2) == 5 and cursor_offset(text, 2, None) == 7 and cursor_offset(text, None, None) == 8
     with pytest.raises(SystemExit):
         cursor_offset(text, 9, 1)
+
+
+def test_every_cli_tool_resolves():
+    import importlib
+    from completion.cli import TOOLS
+    for (command, which), target in TOOLS.items():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), (command, which)
