@@ -465,7 +465,9 @@ def make_optimizer(model, lr: float, weight_decay: float):
 
 
 TRAIN_KEYS = ("size", "steps", "batch", "seq_len", "lr", "warmup", "min_lr_ratio", "weight_decay",
-              "fim_rate", "seed", "grad_clip", "bf16")
+              "fim_rate", "seed", "grad_clip", "bf16", "phase_start")
+# What `--extend-to` may change: a longer run is a new warm-up + cosine phase from the checkpoint's step.
+EXTENDABLE = ("steps", "lr", "phase_start")
 
 
 class Trainer:
@@ -499,9 +501,11 @@ class Trainer:
         ck = torch.load(path or self.ckpt, weights_only=False)
         if ck["data_fingerprint"] != self.data.meta["fingerprint"]:
             raise SystemExit("the checkpoint was trained on different data (corpus or tokenizer changed)")
-        mine = {k: getattr(self.args, k) for k in TRAIN_KEYS}
-        if ck["train_args"] != mine:
-            diff = {k: (ck["train_args"].get(k), v) for k, v in mine.items() if ck["train_args"].get(k) != v}
+        saved = {"phase_start": 0, **ck["train_args"]}
+        free = EXTENDABLE if getattr(self.args, "extend_to", 0) else ()
+        mine = {k: getattr(self.args, k) for k in TRAIN_KEYS if k not in free}
+        diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
+        if diff:
             raise SystemExit(f"--resume with different settings than the checkpoint: {diff}")
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optim"])
@@ -513,7 +517,7 @@ class Trainer:
     # -- one step -------------------------------------------------------------------------------------
     def train_step(self) -> float:
         a = self.args
-        lr = lr_at(self.step, a.steps, a.lr, a.warmup, a.min_lr_ratio)
+        lr = lr_at(self.step - a.phase_start, a.steps - a.phase_start, a.lr, a.warmup, a.min_lr_ratio)
         for g in self.opt.param_groups:
             g["lr"] = lr
         x, y, _ = self.stream.next_batch(a.batch)
@@ -675,6 +679,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-tokens", type=int, default=262144, help="held-out tokens for the final eval")
     p.add_argument("--ckpt-every", type=float, default=240, help="seconds between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from <out>/ckpt.pt")
+    p.add_argument("--extend-to", type=int, default=0, metavar="STEPS",
+                   help="continue <out>/ckpt.pt to STEPS steps in all: a new phase (warm-up to --lr, cosine "
+                        "decay) from the checkpoint's step; the other settings stay the checkpoint's")
+    p.set_defaults(phase_start=0)   # set by --extend-to, kept in the checkpoint
     p.add_argument("--prepare-only", action="store_true", help="build corpus, tokenizer, memmaps; stop")
     p.add_argument("--export-only", action="store_true", help="evaluate + export the latest checkpoint")
     p.add_argument("--no-export", action="store_true")
@@ -734,8 +742,16 @@ def finish(trainer: Trainer, args) -> dict:
 
 
 def adopt_checkpoint_settings(args, ckpt: Path, log: Path | None) -> None:
-    """A resumed run keeps the settings it started with (model size, schedule, batch, data order)."""
-    saved = torch.load(ckpt, weights_only=False, map_location="cpu")["train_args"]
+    """A resumed run keeps the settings it started with (model size, schedule, batch, data order);
+    an extended one (`--extend-to`) starts a new schedule phase at the checkpoint's step."""
+    ck = torch.load(ckpt, weights_only=False, map_location="cpu")
+    saved = {"phase_start": 0, **ck["train_args"]}
+    if args.extend_to:
+        if args.extend_to <= ck["step"]:
+            raise SystemExit(f"--extend-to {args.extend_to}: the checkpoint is already at step {ck['step']}")
+        if args.extend_to != saved["steps"]:   # a new phase (re-running the same command resumes it)
+            saved.update(steps=args.extend_to, lr=args.lr, phase_start=ck["step"])
+            log_line(log, f"extending step {ck['step']} -> {args.extend_to}: warm-up to lr {args.lr}, cosine")
     for k, v in saved.items():
         if getattr(args, k) != v:
             log_line(log, f"--{k.replace('_', '-')} {getattr(args, k)} ignored: the checkpoint uses {v}")
@@ -761,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
         bench(data, args)
         return 0
     ckpt = out / "ckpt.pt"
+    if args.extend_to:
+        args.resume = True
     if args.resume or args.export_only:
         if not ckpt.exists():
             if args.export_only:
