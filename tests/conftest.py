@@ -1,14 +1,12 @@
-"""Shared fixtures. The embedded default model (a tiny random Qwen3 with the real Qwen3 tokenizer)
-is built once into a test-only EYAS_HOME that server subprocesses inherit."""
+"""Shared fixtures. Servers the tests start load the embedded pocket pair by default; engine-level
+tests use a tiny random Qwen3 with the real Qwen3 tokenizer, built once per session."""
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
-os.environ.setdefault("EYAS_HOME", str(Path(tempfile.gettempdir()) / "eyas-test-home"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # One torch thread, here and in the servers the tests start: tiny models on a shared 2-core
@@ -20,9 +18,9 @@ SERVER_CMD = [sys.executable, "-m", "completion.cli", "serve"]
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir() -> Path:
-    from completion.engine.models import default_model_dir
-    return default_model_dir()
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from completion.engine.models import build_tiny_model
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen3"))
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""End to end over real stdio: the `eyas serve` process with the tiny embedded model."""
+"""End to end over real stdio: the `eyas serve` process with the embedded pocket pair."""
 import asyncio
 
 import pytest
@@ -20,7 +20,7 @@ CAPS = t.ClientCapabilities(
 
 
 @pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=SERVER_CMD))
-async def client(lsp_client: LanguageClient, tiny_model_dir):
+async def client(lsp_client: LanguageClient):
     lsp_client.init_result = await lsp_client.initialize_session(t.InitializeParams(
         capabilities=CAPS, workspace_folders=[t.WorkspaceFolder("file:///ws", "ws")]))
     yield
@@ -184,7 +184,7 @@ async def test_huge_binary_crlf_and_unknown_language(client):
 
 
 @pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=SERVER_CMD))
-async def utf8_client(lsp_client: LanguageClient, tiny_model_dir):
+async def utf8_client(lsp_client: LanguageClient):
     caps = t.ClientCapabilities(general=t.GeneralClientCapabilities(
         position_encodings=[t.PositionEncodingKind.Utf8, t.PositionEncodingKind.Utf16]))
     lsp_client.init_result = await lsp_client.initialize_session(t.InitializeParams(capabilities=caps))

@@ -1,7 +1,7 @@
 """Pocket target training (part A): corpus, tokenizer, FIM samples, training loop, resume.
 
 Everything runs on a tiny corpus copied from the standard library and a tiny model: seconds.
-If the shipped pocket target exists, its tokenizer and size are checked too.
+The shipped pocket pair (the embedded default) is checked too: tokenizer, size, the drafter beside it.
 """
 from __future__ import annotations
 
@@ -321,14 +321,22 @@ def test_cli_trains_resumes_and_exports(tmp_path, source):
 
 # ---------------------------------------------------------------------------------------- the shipped one
 
-@pytest.mark.skipif(not (SHIPPED / "eyas.json").exists(), reason="pocket target not trained yet")
-def test_shipped_pocket_target():
+def test_shipped_pocket_pair():
     from transformers import AutoConfig, AutoTokenizer
+
+    from completion.engine.models import EMBEDDED_DIR, EMBEDDED_DRAFT, EMBEDDED_TARGET
+    from completion.speculative import load_drafter
+    assert SHIPPED == EMBEDDED_TARGET
     meta = json.loads((SHIPPED / "eyas.json").read_text())
     assert meta["trained"] is True
     cfg = AutoConfig.from_pretrained(str(SHIPPED))
     assert cfg.num_hidden_layers >= 6
-    assert (SHIPPED / "model.safetensors").stat().st_size <= 25e6
+    shipped_bytes = sum(f.stat().st_size for f in EMBEDDED_DIR.rglob("*") if f.is_file())
+    assert shipped_bytes <= 40e6, f"the embedded pair is {shipped_bytes / 1e6:.1f} MB (the budget is 40 MB)"
+    from transformers import AutoModelForCausalLM
+    target = AutoModelForCausalLM.from_pretrained(str(SHIPPED))
+    drafter = load_drafter(str(EMBEDDED_DRAFT), target)
+    assert drafter.config.max_depth >= 18
     hf = AutoTokenizer.from_pretrained(str(SHIPPED))
     assert len(hf) <= 16_384
     _check_tokenizer(hf)

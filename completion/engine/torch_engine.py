@@ -16,7 +16,7 @@ from typing import AsyncIterator, Protocol
 import torch
 
 from .base import Chunk, EngineInfo, GenerationParams, Stats
-from .models import read_metadata, resolve_model
+from .models import read_metadata, resolve_draft, resolve_model
 from .sampling import sample
 from .target import TargetRunner
 
@@ -69,17 +69,19 @@ class TorchEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_model(model)
+        draft_path = resolve_draft(model, draft)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
         meta = read_metadata(path)
-        info = EngineInfo(engine="torch", model=model or "embedded", device=device, draft=draft,
+        info = EngineInfo(engine="torch", model=model or "embedded", device=device,
+                          draft=draft_path and (draft or "embedded"),
                           trained=meta.get("trained", True), note=meta.get("description", ""))
         drafter = None
-        if draft:
+        if draft_path:
             from completion.speculative import load_drafter
-            drafter = load_drafter(draft, lm, device=device, dtype=dtype)
+            drafter = load_drafter(draft_path, lm, device=device, dtype=dtype)
         return cls(lm, tokenizer, info, drafter)
 
     def tokenizer(self):
