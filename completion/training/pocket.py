@@ -754,7 +754,8 @@ def adopt_checkpoint_settings(args, ckpt: Path, log: Path | None) -> None:
             log_line(log, f"extending step {ck['step']} -> {args.extend_to}: warm-up to lr {args.lr}, cosine")
     for k, v in saved.items():
         if getattr(args, k) != v:
-            log_line(log, f"--{k.replace('_', '-')} {getattr(args, k)} ignored: the checkpoint uses {v}")
+            if k != "phase_start":   # not an option: nothing the user passed is ignored
+                log_line(log, f"--{k.replace('_', '-')} {getattr(args, k)} ignored: the checkpoint uses {v}")
             setattr(args, k, v)
 
 
