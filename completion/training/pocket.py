@@ -104,8 +104,8 @@ def count_params(model) -> int:
 
 
 def token_losses(model, x: torch.Tensor, y: torch.Tensor, bf16: bool = False):
-    """Per-token cross entropy [B, T] and logits argmax [B, T]."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    """Per-token cross entropy [B, T] and logits argmax [B, T] (x, y on the model's device)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         h = model.model(input_ids=x).last_hidden_state
         logits = model.lm_head(h)
     logits = logits.float()
@@ -115,7 +115,7 @@ def token_losses(model, x: torch.Tensor, y: torch.Tensor, bf16: bool = False):
 
 
 def mean_loss(model, x, y, bf16: bool = False):
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         h = model.model(input_ids=x).last_hidden_state
         logits = model.lm_head(h)
     return torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
@@ -429,7 +429,8 @@ def evaluate(model, data: Data, seq_len: int, max_tokens: int, *, batch: int = 4
     while done < total_rows and stream.epoch == 0:
         b = min(batch, total_rows - done)
         x, y, kind = stream.next_batch(b)
-        loss, pred = token_losses(model, x, y, bf16)
+        device = model.lm_head.weight.device
+        loss, pred = (t.cpu() for t in token_losses(model, x.to(device), y.to(device), bf16))
         hit = (pred == y)
         for key, mask in [("all", torch.ones_like(kind, dtype=torch.bool))] + \
                          [(name, kind == k) for k, name in names.items()]:
@@ -477,7 +478,8 @@ class Trainer:
         self.log = self.out / "train.log"
         self.ckpt = self.out / "ckpt.pt"
         self.config = model_config(args.size, data.meta["vocab_size"], max_positions=args.max_positions)
-        self.model = build_model(self.config, seed=args.seed)
+        self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = build_model(self.config, seed=args.seed).to(self.device)
         self.opt = make_optimizer(self.model, args.lr, args.weight_decay)
         self.stream = SampleStream(data, "train", args.seq_len, seed=args.seed, fim_rate=args.fim_rate)
         self.step, self.tokens, self.elapsed = 0, 0, 0.0
@@ -498,7 +500,7 @@ class Trainer:
         os.replace(tmp, path)
 
     def restore(self, path: Path | None = None) -> None:
-        ck = torch.load(path or self.ckpt, weights_only=False)
+        ck = torch.load(path or self.ckpt, weights_only=False, map_location="cpu")
         if ck["data_fingerprint"] != self.data.meta["fingerprint"]:
             raise SystemExit("the checkpoint was trained on different data (corpus or tokenizer changed)")
         saved = {"phase_start": 0, **ck["train_args"]}
@@ -521,7 +523,7 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr
         x, y, _ = self.stream.next_batch(a.batch)
-        loss = self.loss_fn(self.model, x, y, a.bf16)
+        loss = self.loss_fn(self.model, x.to(self.device), y.to(self.device), a.bf16)
         loss.backward()
         if a.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), a.grad_clip)
@@ -664,6 +666,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fim-rate", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch / tokenizer threads")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (measured slower on this CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the loss (~20%% faster, +45 s)")
     p.add_argument("--source", action="append", default=None, metavar="DIR",
