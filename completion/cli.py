@@ -2,7 +2,9 @@
 
     eyas serve [--tcp --port 8765]              LSP over stdio (TCP on 127.0.0.1 when asked)
     eyas complete FILE[:LINE[:COL]] [--json]    one completion, printed with its timings
-    eyas bench latency|spec ...                 benchmarks (tables + JSON + PNG)
+    eyas bench latency|spec|engines ...         benchmarks (tables + JSON + PNG): LSP latency,
+                                                speculative modes, decode engines side by side
+                                                (llama.cpp, vLLM, HF)
     eyas eval acceptance|infill ...             model quality on HumanEval
     eyas train pocket|synth|drafter|drafter-fit training (target, drafter data, P-EAGLE / EAGLE-3
                                                 drafter, the quick in-memory drafter fit)
@@ -20,6 +22,7 @@ from pathlib import Path
 TOOLS = {
     ("bench", "latency"): "completion.evaluation.latency_bench:main",
     ("bench", "spec"): "completion.evaluation.spec_bench:main",
+    ("bench", "engines"): "completion.evaluation.engine_bench:main",
     ("eval", "acceptance"): "completion.evaluation.acceptance:main",
     ("eval", "infill"): "completion.evaluation.infill:main",
     ("train", "pocket"): "completion.training.pocket:main",
@@ -32,8 +35,13 @@ TOOLS = {
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", default="torch", help="engine kind (default: torch)")
     p.add_argument("--model", default=None, help="model directory or hub id (default: the embedded model)")
-    p.add_argument("--draft", default=None, help="P-EAGLE drafter directory or hub id")
+    p.add_argument("--draft", default=None,
+                   help="P-EAGLE drafter directory or hub id (default: the embedded drafter with the embedded "
+                        "model; 'none' decodes without one)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--impl", choices=("lean", "hf"), default=None,
+                   help="torch engine forward: lean (ours, static KV cache) or hf (Hugging Face, the reference); "
+                        "default: lean where it supports the model")
 
 
 def parse_location(spec: str) -> tuple[Path, int | None, int | None]:
@@ -72,7 +80,7 @@ async def _complete(args) -> int:
     except OSError as exc:
         raise SystemExit(f"cannot read {path}: {exc}")
     cursor = cursor_offset(text, line, col)
-    engine = load_engine(args.engine, args.model, device=args.device, draft=args.draft)
+    engine = load_engine(args.engine, args.model, device=args.device, draft=args.draft, impl=args.impl)
     trees = DocumentTrees()
     uri = path.resolve().as_uri()
     trees.open(uri, language_for(None, str(path)), text)
@@ -136,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         from lsp_server.config import ServerConfig
         from lsp_server.server import serve
         serve(ServerConfig(engine=args.engine, model=args.model, draft=args.draft, device=args.device,
-                           max_tokens=args.max_tokens), tcp_port=args.port if args.tcp else None)
+                           impl=args.impl, max_tokens=args.max_tokens), tcp_port=args.port if args.tcp else None)
         return 0
     if args.command == "complete":
         return asyncio.run(_complete(args))

@@ -3,7 +3,7 @@
 
 Client keys are camelCase as editors write them:
     {"engine": "torch", "model": "<dir or hub id>", "draft": "<drafter dir or hub id>",
-     "device": "cpu", "maxTokens": 64, "temperature": 0.0, "topP": 1.0,
+     "device": "cpu", "impl": "lean" | "hf", "maxTokens": 64, "temperature": 0.0, "topP": 1.0,
      "requestTimeout": 20, "enable": {"*": true, "markdown": false}}
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-_KEYS = {"engine": "engine", "model": "model", "draft": "draft", "device": "device",
+_KEYS = {"engine": "engine", "model": "model", "draft": "draft", "device": "device", "impl": "impl",
          "maxTokens": "max_tokens", "temperature": "temperature", "topP": "top_p",
          "requestTimeout": "request_timeout_s", "enable": "enable"}
-_LOAD_KEYS = ("engine", "model", "draft", "device")   # changing one of these reloads the model
+_LOAD_KEYS = ("engine", "model", "draft", "device", "impl")   # changing one of these reloads the model
 
 
 @dataclass
@@ -23,6 +23,7 @@ class ServerConfig:
     model: str | None = None          # None: the embedded default
     draft: str | None = None
     device: str | None = None
+    impl: str | None = None           # torch engine forward: "lean" or "hf"; None: lean where supported
     max_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
@@ -61,6 +62,8 @@ def _check(name: str, value):
     """The value to use, or a string starting with '!' that explains why it is refused."""
     if name in ("model", "draft", "device"):
         return value if value is None or isinstance(value, str) else f"!expected a string, got {value!r}"
+    if name == "impl":
+        return value if value in (None, "lean", "hf") else f"!unknown impl {value!r} (available: lean, hf)"
     if name == "engine":
         return value if value in ("torch",) else f"!unknown engine {value!r} (available: torch)"
     if name == "max_tokens":

@@ -67,7 +67,8 @@ class EyasServer(LanguageServer):
             await old.engine.close()
         token = await self._begin_progress(f"Eyas: loading {cfg.model or 'the embedded model'}")
         try:
-            engine = await asyncio.to_thread(load_engine, cfg.engine, cfg.model, device=cfg.device, draft=cfg.draft)
+            engine = await asyncio.to_thread(load_engine, cfg.engine, cfg.model, device=cfg.device,
+                                           draft=cfg.draft, impl=cfg.impl)
             self.completer = Completer(engine, self.trees, self._settings())
             self.engine_state = "ready"
             log.info("engine ready: %s", engine.info)

@@ -1,4 +1,5 @@
-"""The torch engine against Hugging Face `generate` (the reference), on tiny random models."""
+"""The torch engine (lean and Hugging Face forwards) against Hugging Face `generate` (the reference),
+on tiny random models."""
 import asyncio
 
 import pytest
@@ -10,11 +11,14 @@ from completion.engine.models import build_tiny_model
 from completion.engine.torch_engine import TextStream, TorchEngine
 
 
-@pytest.fixture(scope="module", params=["dense", "moe"])
+@pytest.fixture(scope="module", params=["dense", "moe", "dense-hf"])
 def engine(request, tmp_path_factory):
-    path = build_tiny_model(tmp_path_factory.mktemp(request.param), moe=request.param == "moe",
-                            num_layers=3, seed=1)
-    return TorchEngine.load(str(path), device="cpu")
+    """The default (lean) forward on dense and MoE models; the Hugging Face forward once."""
+    kind, _, impl = request.param.partition("-")
+    path = build_tiny_model(tmp_path_factory.mktemp(kind), moe=kind == "moe", num_layers=3, seed=1)
+    engine = TorchEngine.load(str(path), device="cpu", impl=impl or None)
+    assert engine.impl == (impl or "lean") and engine.info.impl == engine.impl
+    return engine
 
 
 def run(engine, ids, **kw):

@@ -1,6 +1,8 @@
 """Greedy speculative decoding is lossless: token for token equal to plain greedy decoding (fp32,
 CPU), for dense Qwen3 and Qwen3-MoE targets, P-EAGLE and EAGLE-3 drafting, K in {1, 4, 10, 18},
 prompts of several lengths, with and without prefix reuse. Plus streaming, cancellation, stats.
+Speculation runs on the lean forward (and once on the Hugging Face forward); the plain reference
+always runs on the Hugging Face forward.
 
 The drafters are fitted for a few seconds on the targets' own continuations of the test prompts,
 so that steps see full acceptance, partial acceptance and immediate rejection (asserted below:
@@ -15,7 +17,7 @@ import torch
 
 from completion.engine.base import EngineInfo, GenerationParams, Stats
 from completion.engine.target import TargetRunner
-from completion.engine.torch_engine import PlainDecoder, TorchEngine
+from completion.engine.torch_engine import PlainDecoder, TorchEngine, new_runner
 
 MAX_TOKENS = 24
 PROMPT_LENGTHS = (1, 7, 40)
@@ -34,17 +36,18 @@ def prompts_for(vocab: int) -> list[list[int]]:
     return [torch.randint(100, vocab - 1000, (n,), generator=gen).tolist() for n in PROMPT_LENGTHS]
 
 
-@pytest.fixture(scope="module", params=["dense", "moe"])
+@pytest.fixture(scope="module", params=["dense", "moe", "dense-hf"])
 def pair(request):
     from completion.training.drafter_fit import FitConfig, train_drafter_for
     from completion.training.synthetic import random_target
 
-    target = random_target(seed=3, moe=request.param == "moe", num_layers=4, hidden_size=64)
+    kind, _, impl = request.param.partition("-")
+    target = random_target(seed=3, moe=kind == "moe", num_layers=4, hidden_size=64)
     prompts = prompts_for(target.config.vocab_size)
     drafter = train_drafter_for(target, prompts, new_tokens=MAX_TOKENS + 8, aux_layer_ids=(1, 2, 3),
                                 draft_vocab_size=256, fit=FitConfig(steps=80, depth=18, ar_steps=1, window=48))
     plain = [decode(PlainDecoder(TargetRunner(target), GenerationParams(), Stats(), None), p) for p in prompts]
-    return {"kind": request.param, "target": target, "drafter": drafter, "prompts": prompts, "plain": plain,
+    return {"kind": request.param, "impl": impl or "lean", "target": target, "drafter": drafter, "prompts": prompts, "plain": plain,
             "accepted": [], "drafted": []}
 
 
@@ -63,7 +66,7 @@ def test_greedy_speculation_equals_plain(pair, mode, k):
 
     for prompt, expected in zip(pair["prompts"], pair["plain"]):
         stats = Stats()
-        decoder = SpeculativeDecoder(TargetRunner(pair["target"]), pair["drafter"],
+        decoder = SpeculativeDecoder(new_runner(pair["target"], pair["impl"]), pair["drafter"],
                                      GenerationParams(num_speculative_tokens=k), stats, None,
                                      parallel=mode == "peagle")
         got = decode(decoder, prompt)
@@ -86,7 +89,8 @@ def engine_for(pair) -> TorchEngine:
 
     from completion.engine.models import qwen_tokenizer_dir
     return TorchEngine(pair["target"], AutoTokenizer.from_pretrained(qwen_tokenizer_dir()),
-                       EngineInfo(engine="torch", model="test", device="cpu"), drafter=pair["drafter"])
+                       EngineInfo(engine="torch", model="test", device="cpu"), drafter=pair["drafter"],
+                       impl=pair["impl"])
 
 
 async def collect(engine, prompt, **params) -> tuple[list[int], Stats]:
@@ -157,7 +161,8 @@ def test_stats_and_k_limits(pair):
     assert stats.target_steps == stats.drafts + 1
     assert stats.acceptance_length == pytest.approx(stats.generated_tokens / stats.target_steps)
     with pytest.raises(ValueError, match="trained depth"):
-        SpeculativeDecoder(TargetRunner(pair["target"]), pair["drafter"], GenerationParams(num_speculative_tokens=19),
+        SpeculativeDecoder(new_runner(pair["target"], pair["impl"]), pair["drafter"],
+                           GenerationParams(num_speculative_tokens=19),
                            Stats(), None)
     with pytest.raises(ValueError, match="needs a drafter"):
         asyncio.run(collect(TorchEngine(pair["target"], None, EngineInfo("torch", "t", "cpu")), [1, 2],

@@ -29,8 +29,8 @@ def drafter_for(target, **overrides):
 
 
 def aux_states(target, ids):
-    from completion.engine.target import TargetRunner
-    return TargetRunner(target).forward(ids, hidden_layers=(1, 2, 3))[1]
+    from completion.engine.torch_engine import new_runner
+    return new_runner(target).forward(ids, hidden_layers=(1, 2, 3))[1]
 
 
 def test_layout_worked_example():

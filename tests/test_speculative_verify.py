@@ -129,7 +129,7 @@ def test_sampled_speculation_matches_target_distribution(tiny_vocab_pair, mode):
     """Generate 3 tokens many times with K=3 speculation; tokens 2 and 3 come out of speculative
     steps and must follow the target's exact marginals."""
     from completion.engine.base import GenerationParams, Stats
-    from completion.engine.target import TargetRunner
+    from completion.engine.torch_engine import new_runner
     from completion.speculative import SpeculativeDecoder
 
     target, drafter = tiny_vocab_pair
@@ -137,7 +137,7 @@ def test_sampled_speculation_matches_target_distribution(tiny_vocab_pair, mode):
     exact = exact_marginals(target, prompt, temperature, top_p, 3)
     counts = [torch.zeros(16) for _ in range(3)]
     gen = torch.Generator().manual_seed(11)
-    runner = TargetRunner(target)
+    runner = new_runner(target)       # the lean forward; the exact marginals come from Hugging Face
     accepted = 0
     for _ in range(draws):
         stats = Stats()
@@ -156,16 +156,17 @@ def test_sampled_speculation_matches_target_distribution(tiny_vocab_pair, mode):
         assert chi_square_p_value(counts[i], exact[i].float()) > P_VALUE_FLOOR, f"token {i + 1}"
 
 
-def test_seeded_sampling_is_reproducible(tiny_vocab_pair):
+@pytest.mark.parametrize("impl", ["lean", "hf"])
+def test_seeded_sampling_is_reproducible(tiny_vocab_pair, impl):
     from completion.engine.base import GenerationParams, Stats
-    from completion.engine.target import TargetRunner
+    from completion.engine.torch_engine import new_runner
     from completion.speculative import SpeculativeDecoder
 
     target, drafter = tiny_vocab_pair
 
     def draw(seed):
         gen = torch.Generator().manual_seed(seed)
-        decoder = SpeculativeDecoder(TargetRunner(target), drafter,
+        decoder = SpeculativeDecoder(new_runner(target, impl), drafter,
                                      GenerationParams(temperature=0.8, num_speculative_tokens=4), Stats(), gen)
         decoder.prefill([1, 2, 3])
         out = []

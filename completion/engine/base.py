@@ -77,6 +77,7 @@ class EngineInfo:
     draft: str | None = None
     trained: bool = True              # False for a model its eyas.json marks untrained
     note: str = ""
+    impl: str | None = None           # the torch engine's forward: "lean" (ours) or "hf" (Hugging Face)
 
 
 class Engine(Protocol):

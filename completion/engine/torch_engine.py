@@ -1,4 +1,9 @@
-"""The torch engine: a Hugging Face causal LM (Qwen3 / Qwen3-MoE) on this process's CPU or GPU.
+"""The torch engine: a Qwen3 / Qwen3-MoE causal LM on this process's CPU or GPU.
+
+Two forwards behind one runner interface: "lean" (completion.engine.lean: fused projections and a
+static KV cache, the default wherever it supports the architecture) and "hf" (the Hugging Face
+model, the reference, and the fallback for everything else). The Hugging Face model is loaded
+either way: the lean model is built over its weights and drafters share its embeddings.
 
 All model work runs on one dedicated thread, one step per `run_in_executor` call, so the event loop
 never blocks and a cancelled request stops at the next step boundary. A decoder turns the target
@@ -8,6 +13,7 @@ speculative ones implement the same two methods.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -56,16 +62,62 @@ class PlainDecoder:
         return [token]
 
 
+IMPLS = ("lean", "hf")
+
+
+def resolve_impl(model, impl: str | None) -> str:
+    """The forward to run: the one asked for, else lean where it supports the model, else hf."""
+    from .lean import unsupported_reason
+
+    if impl not in (None, *IMPLS):
+        raise ValueError(f"unknown impl {impl!r} (available: {', '.join(IMPLS)})")
+    reason = unsupported_reason(model.config)
+    if impl == "lean" and reason:
+        raise ValueError(f"impl 'lean' cannot run this model: {reason}; use impl='hf'")
+    return impl or ("hf" if reason else "lean")
+
+
+def new_runner(model, impl: str = "lean", compiled=None):
+    """A fresh target runner (one document's KV cache) over a Hugging Face causal LM's weights."""
+    if impl == "lean":
+        from .lean import LeanTargetRunner, lean_model_for
+        return LeanTargetRunner(lean_model_for(model), compiled)
+    return TargetRunner(model)
+
+
+def compile_lean(lean, drafter):
+    """torch.compile the lean model's small steps for the decoders this engine will run (plain
+    decoding captures no aux layers; speculative verification captures the drafter's), or None
+    when compiling fails (the engine then runs eager). Off by default: on the 2-core development
+    machine the warm-up took minutes (over ten under load) before the first completion, which an
+    editor waiting on `eyas serve` cannot afford; worth trying on bigger CPUs and on GPUs."""
+    from .lean.compiled import CompiledSteps
+
+    compiled = CompiledSteps(lean)
+    layer_sets = ((),) if drafter is None else ((), tuple(drafter.config.aux_layer_ids))
+    return compiled if compiled.warm_up(layer_sets) else None
+
+
 class TorchEngine:
-    def __init__(self, model, tokenizer, info: EngineInfo, drafter=None):
-        self.model, self._tokenizer, self.info, self.drafter = model, tokenizer, info, drafter
+    def __init__(self, model, tokenizer, info: EngineInfo, drafter=None, *, impl: str | None = None,
+                 compile_steps: bool = False):
+        self.model, self._tokenizer, self.drafter = model, tokenizer, drafter
+        self.impl = resolve_impl(model, impl)
+        self.info = dataclasses.replace(info, impl=self.impl)
+        self.compiled = None
+        if self.impl == "lean":
+            from .lean import lean_model_for
+            lean = lean_model_for(model)   # built now: the first request should not pay for it
+            if compile_steps:
+                self.compiled = compile_lean(lean, drafter)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eyas-model")
         self._lock = asyncio.Lock()
         self._runners: OrderedDict[str | None, TargetRunner] = OrderedDict()
 
     @classmethod
     def load(cls, model: str | None = None, *, device: str | None = None,
-             dtype: torch.dtype | None = None, draft: str | None = None) -> "TorchEngine":
+             dtype: torch.dtype | None = None, draft: str | None = None, impl: str | None = None,
+             compile_steps: bool = False) -> "TorchEngine":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_model(model)
@@ -82,13 +134,13 @@ class TorchEngine:
         if draft_path:
             from completion.speculative import load_drafter
             drafter = load_drafter(draft_path, lm, device=device, dtype=dtype)
-        return cls(lm, tokenizer, info, drafter)
+        return cls(lm, tokenizer, info, drafter, impl=impl, compile_steps=compile_steps)
 
     def tokenizer(self):
         return self._tokenizer
 
     def _runner(self, key: str | None) -> TargetRunner:
-        runner = self._runners.pop(key, None) or TargetRunner(self.model)
+        runner = self._runners.pop(key, None) or new_runner(self.model, self.impl, self.compiled)
         self._runners[key] = runner
         while len(self._runners) > MAX_CACHED_DOCUMENTS:
             self._runners.popitem(last=False)

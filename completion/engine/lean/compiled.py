@@ -1,0 +1,66 @@
+"""torch.compile for the lean forward's small steps, with the eager forward as the fallback.
+
+Graphs: sizes are dynamic (token count, attention length, cache capacity are symbols), so one
+graph serves every length and nothing recompiles as a document grows. What stays static is the
+branching: one token vs several (a single token needs no mask, and dynamo specialises size 1
+anyway) and which aux layers are captured. `warm_up` compiles exactly the graphs the engine's
+decoders will use, at load; a step whose graph was not warmed runs eager rather than stalling a
+completion for a compile, and any compile or runtime failure switches to eager for good.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from .model import LeanModel
+
+log = logging.getLogger(__name__)
+
+MAX_COMPILED_TOKENS = 64   # longer forwards (prefills) are matmul-bound: compiling gains nothing
+
+
+class CompiledSteps:
+    def __init__(self, model: LeanModel):
+        self.model = model
+        self.fn = torch.compile(model.layers, dynamic=True)
+        self.warmed: set[tuple[bool, tuple[int, ...]]] = set()
+        self.failed = False
+        self.compile_s = 0.0
+
+    def handles(self, n: int, hidden_layers: tuple[int, ...]) -> bool:
+        return not self.failed and n <= MAX_COMPILED_TOKENS and (n > 1, hidden_layers) in self.warmed
+
+    def warm_up(self, layer_sets: tuple[tuple[int, ...], ...] = ((),)) -> bool:
+        """Compile the one-token and the multi-token graph for each set of aux layers."""
+        t0 = time.perf_counter()
+        try:
+            for layers in layer_sets:
+                for n in (1, 3):
+                    cache = self.model.new_cache()
+                    self._call(cache, list(range(n + 1)), 0, layers)   # a prefill-like first call...
+                    self._call(cache, list(range(n)), n + 1, layers)   # ...then the shape that matters
+                    self.warmed.add((n > 1, layers))
+        except Exception:   # a toolchain problem must not stop the engine: eager still works
+            log.warning("torch.compile failed; the lean forward runs eager", exc_info=True)
+            self.failed = True
+        self.compile_s = time.perf_counter() - t0
+        return not self.failed
+
+    def run(self, model: LeanModel, cache, new_ids: list[int], start: int, hidden_layers: tuple[int, ...]):
+        try:
+            return self._call(cache, new_ids, start, hidden_layers)
+        except Exception:
+            log.warning("compiled lean step failed; running eager from now on", exc_info=True)
+            self.failed = True
+            from .runner import eager_step
+            return eager_step(model, cache, new_ids, start, hidden_layers)
+
+    def _call(self, cache, new_ids, start, hidden_layers):
+        model, n = self.model, len(new_ids)
+        model.reserve(cache, start + n)
+        ids = torch.tensor(new_ids, dtype=torch.long, device=model.device)
+        positions = torch.arange(start, start + n, device=model.device)
+        return self.fn(ids, positions, cache.k, cache.v, model.rope.cos, model.rope.sin, start + n, hidden_layers,
+                       n > 1)

@@ -1,0 +1,119 @@
+"""A lean Qwen3 / Qwen3-MoE forward in plain torch over a static KV cache.
+
+Same arithmetic as the Hugging Face model (RMSNorm in float32, per-head q/k RMSNorm, RoPE with
+rotate-half, GQA attention, SiLU-gated MLP, softmax top-k routing), without its per-call
+machinery: projections are fused (q|k|v, gate|up), RoPE comes from precomputed tables, keys and
+values are written in place into preallocated buffers, and MoE experts run as two grouped matmuls.
+
+`hidden_states` is the part worth compiling (fixed shapes for a given token count and attention
+length); `logits` applies lm_head to just the rows the caller keeps.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .cache import RopeTables, StaticKVCache
+from .config import LeanConfig
+from .weights import LayerWeights, LeanWeights, weights_from_hf
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    xf = x.float()
+    return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE in the rotate-half convention. x: [n, heads, D]; cos, sin: [n, 1, D]."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+class LeanModel:
+    def __init__(self, cfg: LeanConfig, weights: LeanWeights):
+        self.cfg, self.w = cfg, weights
+        self.dtype, self.device = weights.embed.dtype, weights.embed.device
+        self.rope = RopeTables(cfg, self.dtype, self.device)
+
+    @classmethod
+    def from_hf(cls, hf_model) -> "LeanModel":
+        cfg = LeanConfig.from_hf(hf_model.config)
+        return cls(cfg, weights_from_hf(hf_model, cfg))
+
+    def new_cache(self, capacity: int = 0) -> StaticKVCache:
+        return StaticKVCache(self.cfg, self.dtype, self.device, capacity)
+
+    def reserve(self, cache: StaticKVCache, needed: int) -> None:
+        """Make room for `needed` positions in the cache and the RoPE tables."""
+        cache.reserve(needed)
+        self.rope.reserve(cache.capacity)
+
+    def hidden_states(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: StaticKVCache,
+                      attend_len: int, hidden_layers: tuple[int, ...] = (),
+                      masked: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """input_ids, positions: [n]. Writes the tokens' keys/values at `positions`, attends over
+        cache rows [0, attend_len), and returns (final-normed states [n, H], the residual streams
+        entering `hidden_layers` concatenated [n, len * H] or None). `masked=False` is for a single
+        token whose position is attend_len - 1 (it may see every row, so no mask is built)."""
+        return self.layers(input_ids, positions, cache.k, cache.v, self.rope.cos, self.rope.sin, attend_len,
+                           hidden_layers, masked)
+
+    def layers(self, input_ids, positions, k_cache, v_cache, cos_table, sin_table, attend_len: int,
+               hidden_layers: tuple[int, ...], masked: bool):
+        """hidden_states with every growable buffer passed in, so that a compiled graph takes
+        them as inputs (of any size) instead of baking in the ones it was traced with."""
+        x = F.embedding(input_ids, self.w.embed)
+        cos, sin = cos_table[positions].unsqueeze(1), sin_table[positions].unsqueeze(1)
+        mask = None
+        if masked:   # causal with an offset: row i sees cache rows up to its own position
+            mask = torch.arange(attend_len, device=x.device)[None, :] <= positions[:, None]
+        captured = {}   # references to the residual stream, no copies until the one cat below
+        for i, layer in enumerate(self.w.layers):
+            if i in hidden_layers:
+                captured[i] = x
+            h = rms_norm(x, layer.input_norm, self.cfg.rms_norm_eps)
+            x = x + self.attention(h, layer, cos, sin, positions, k_cache[i], v_cache[i], attend_len, mask)
+            h = rms_norm(x, layer.post_norm, self.cfg.rms_norm_eps)
+            x = x + (self.experts(h, layer) if layer.router is not None else self.mlp(h, layer))
+        aux = torch.cat([captured[i] for i in hidden_layers], dim=-1) if hidden_layers else None
+        return rms_norm(x, self.w.norm, self.cfg.rms_norm_eps), aux
+
+    def logits(self, normed: torch.Tensor) -> torch.Tensor:
+        return F.linear(normed, self.w.lm_head).float()
+
+    def attention(self, x, w: LayerWeights, cos, sin, positions, k_cache, v_cache, attend_len, mask):
+        cfg, n = self.cfg, x.shape[0]
+        q, k, v = F.linear(x, w.qkv).split([cfg.q_size, cfg.kv_size, cfg.kv_size], dim=-1)
+        q = rotate(rms_norm(q.view(n, cfg.num_heads, cfg.head_dim), w.q_norm, cfg.rms_norm_eps), cos, sin)
+        k = rotate(rms_norm(k.view(n, cfg.num_kv_heads, cfg.head_dim), w.k_norm, cfg.rms_norm_eps), cos, sin)
+        # cache layout [kv_heads, T, D]: the rows one attention reads are a plain slice
+        k_cache.index_copy_(1, positions, k.transpose(0, 1))
+        v_cache.index_copy_(1, positions, v.view(n, cfg.num_kv_heads, cfg.head_dim).transpose(0, 1))
+        out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k_cache[None, :, :attend_len],
+                                             v_cache[None, :, :attend_len], attn_mask=mask, enable_gqa=True)
+        return F.linear(out[0].transpose(0, 1).reshape(n, cfg.q_size), w.o)
+
+    @staticmethod
+    def mlp(x, w: LayerWeights):
+        gate, up = F.linear(x, w.gate_up).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, w.down)
+
+    def experts(self, x, w: LayerWeights):
+        """Top-k routing, then every (token, expert) pair in two grouped matmuls: pairs are sorted
+        by expert and each expert multiplies its contiguous run of rows, so no loop over experts
+        and the shapes depend only on the number of tokens."""
+        n, k = x.shape[0], self.cfg.num_experts_per_tok
+        num_experts = w.router.shape[0]
+        router_logits = F.linear(x, w.router)
+        weights, chosen = F.softmax(router_logits, dim=-1, dtype=torch.float32).topk(k, dim=-1)
+        if self.cfg.norm_topk_prob:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        pair_expert = chosen.flatten()                          # [n * k], pair p is token p // k
+        order = pair_expert.argsort(stable=True)
+        per_expert = (pair_expert[:, None] == torch.arange(num_experts, device=x.device)).sum(0)
+        ends = per_expert.cumsum(0).to(torch.int32)             # grouped_mm's row offsets
+        rows = x[order // k]
+        gate, up = torch._grouped_mm(rows, w.experts_gate_up.transpose(1, 2), offs=ends).chunk(2, dim=-1)
+        out_sorted = torch._grouped_mm(F.silu(gate) * up, w.experts_down.transpose(1, 2), offs=ends)
+        out = torch.empty_like(out_sorted).index_copy_(0, order, out_sorted)
+        return (out.view(n, k, -1) * weights.to(x.dtype)[..., None]).sum(dim=1)

@@ -1,0 +1,67 @@
+"""Target forward speed: prefill ms and greedy decode ms/token for the Hugging Face forward, the
+lean forward eager, and the lean forward compiled, on the same loaded weights. A function for
+benchmark commands to call; `python -m completion.evaluation.forward_speed [MODEL_DIR]` prints it."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import torch
+
+VARIANTS = ("hf", "lean", "lean-compiled")
+
+
+def _time_runner(runner, prompt: list[int], new_tokens: int) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    logits, _ = runner.forward(prompt, logits_to_keep=1)
+    prefill_ms = (time.perf_counter() - t0) * 1e3
+    token = int(logits[-1].argmax())
+    t0 = time.perf_counter()
+    for _ in range(new_tokens):
+        logits, _ = runner.forward([token])
+        token = int(logits[-1].argmax())
+    return prefill_ms, (time.perf_counter() - t0) * 1e3 / new_tokens
+
+
+def measure_forward_speed(model_dir: str, *, prompt_tokens: int = 512, new_tokens: int = 64, repeats: int = 3,
+                          dtype: torch.dtype = torch.float32, variants=VARIANTS) -> list[dict]:
+    """One row per variant: best-of-`repeats` prefill ms and decode ms/token (greedy, fresh cache
+    each repeat), plus compile seconds for the compiled variant. Uses torch's current threads."""
+    from transformers import AutoModelForCausalLM
+
+    from completion.engine.lean import LeanTargetRunner, lean_model_for
+    from completion.engine.lean.compiled import CompiledSteps
+    from completion.engine.target import TargetRunner
+
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, hf.config.vocab_size, (prompt_tokens,), generator=gen).tolist()
+    rows = []
+    for variant in variants:
+        compiled, compile_s = None, None
+        if variant == "lean-compiled":
+            compiled = CompiledSteps(lean_model_for(hf))
+            if not compiled.warm_up():
+                rows.append({"variant": variant, "error": "compile failed"})
+                continue
+            compile_s = compiled.compile_s
+
+        def make():
+            if variant == "hf":
+                return TargetRunner(hf)
+            return LeanTargetRunner(lean_model_for(hf), compiled)
+        _time_runner(make(), prompt[:32], 4)   # first-call allocations out of the way
+        best = [min(t) for t in zip(*(_time_runner(make(), prompt, new_tokens) for _ in range(repeats)))]
+        rows.append({"variant": variant, "prefill_ms": round(best[0], 2), "decode_ms_per_token": round(best[1], 3),
+                     "compile_s": compile_s and round(compile_s, 1), "threads": torch.get_num_threads(),
+                     "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "dtype": str(dtype)})
+    return rows
+
+
+if __name__ == "__main__":
+    from completion.engine.models import resolve_model
+
+    torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+    for row in measure_forward_speed(resolve_model(sys.argv[1] if len(sys.argv) > 1 else None)):
+        print(json.dumps(row))

@@ -1,0 +1,71 @@
+"""Choosing the forward (lean by default where it supports the model, Hugging Face otherwise), its
+settings in the CLI and the server, and the compiled lean path against the eager one."""
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from completion.engine.lean import unsupported_reason
+from completion.engine.torch_engine import resolve_impl, new_runner
+from completion.training.synthetic import random_target, random_target_config
+
+
+def test_lean_is_the_default_where_it_supports_the_model():
+    from transformers import LlamaConfig
+
+    qwen = SimpleNamespace(config=random_target_config(num_layers=2, hidden_size=32, vocab_size=64))
+    llama = SimpleNamespace(config=LlamaConfig(num_hidden_layers=2, hidden_size=32, vocab_size=64))
+    assert resolve_impl(qwen, None) == "lean" and resolve_impl(qwen, "hf") == "hf"
+    assert resolve_impl(llama, None) == "hf"
+    with pytest.raises(ValueError, match="model_type 'llama'"):
+        resolve_impl(llama, "lean")
+    with pytest.raises(ValueError, match="unknown impl"):
+        resolve_impl(qwen, "fast")
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"layer_types": ["full_attention", "sliding_attention"]}, "sliding-window"),
+    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0}}, "rope_type 'yarn'"),
+    ({"attention_bias": True}, "attention_bias"),
+])
+def test_what_lean_does_not_implement_is_refused(change, reason):
+    cfg = random_target_config(num_layers=2, hidden_size=32, vocab_size=64)
+    assert unsupported_reason(cfg) is None
+    for key, value in change.items():
+        setattr(cfg, key, value)
+    assert reason in unsupported_reason(cfg)
+
+
+def test_impl_setting_in_cli_and_server():
+    from completion.cli import main
+    from lsp_server.config import ServerConfig
+
+    with pytest.raises(SystemExit):
+        main(["complete", "--impl", "fast", "x.py"])
+    cfg, problems = ServerConfig().merged({"eyas": {"impl": "hf"}})
+    assert cfg.impl == "hf" and not problems and cfg.needs_reload(ServerConfig())
+    assert ServerConfig().merged({"impl": "fast"})[1]
+
+
+@pytest.mark.skipif(not os.environ.get("EYAS_TEST_COMPILE"),
+                    reason="torch.compile takes minutes on a small CPU; set EYAS_TEST_COMPILE=1")
+def test_compiled_steps_equal_eager():
+    from completion.engine.lean import LeanTargetRunner, lean_model_for
+    from completion.engine.lean.compiled import CompiledSteps
+
+    target = random_target(seed=1, num_layers=2, hidden_size=32, vocab_size=256, init_std=0.2)
+    lean = lean_model_for(target)
+    compiled = CompiledSteps(lean)
+    assert compiled.warm_up(((), (0, 1)))
+    eager, fast = new_runner(target), LeanTargetRunner(lean, compiled)
+    seq = torch.randint(0, 256, (300,), generator=torch.Generator().manual_seed(0)).tolist()
+    steps = [(seq[:20], ()), (seq[20:21], ()), (seq[21:26], (0, 1)), (seq[26:27], (0, 1))]
+    steps += [([t], ()) for t in seq[27:270]]          # through a cache growth
+    for ids, layers in steps:
+        (a, ha), (b, hb) = eager.forward(ids, layers), fast.forward(ids, layers)
+        assert (a - b).abs().max() < 1e-4
+        assert (ha is None) == (hb is None) and (ha is None or (ha - hb).abs().max() < 1e-4)
+    assert not compiled.failed
