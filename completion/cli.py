@@ -36,8 +36,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", default="torch", help="engine kind (default: torch)")
     p.add_argument("--model", default=None, help="model directory or hub id (default: the embedded model)")
     p.add_argument("--draft", default=None,
-                   help="P-EAGLE drafter directory or hub id (default: the embedded drafter with the embedded "
-                        "model; 'none' decodes without one)")
+                   help="P-EAGLE drafter directory or hub id; 'embedded': the drafter shipped with the "
+                        "embedded model (default: none)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--impl", choices=("lean", "hf"), default=None,
                    help="torch engine forward: lean (ours, static KV cache) or hf (Hugging Face, the reference); "

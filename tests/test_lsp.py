@@ -64,7 +64,7 @@ async def test_inline_completion_and_status(client):
     result = await inline(client, URI, 4, 4)
     st = await status(client)
     assert st["state"] == "ready" and st["engine"] == "torch" and st["device"] == "cpu"
-    assert st["trained"] is True and "pocket" in st["note"] and st["draft"] == "embedded"
+    assert st["trained"] is True and "pocket" in st["note"] and st["draft"] is None
     last = st["latency_ms"]["last"]
     assert last is not None and last["tokens"] >= 1
     for key in ("context", "prompt", "prefill", "decode", "postprocess", "total"):

@@ -340,3 +340,12 @@ def test_shipped_pocket_pair():
     hf = AutoTokenizer.from_pretrained(str(SHIPPED))
     assert len(hf) <= 16_384
     _check_tokenizer(hf)
+
+
+def test_embedded_drafter_is_opt_in():
+    from completion.engine.models import EMBEDDED_DRAFT, resolve_draft
+    assert resolve_draft(None, None) is None and resolve_draft("embedded", "none") is None
+    assert resolve_draft(None, "embedded") == str(EMBEDDED_DRAFT)
+    assert resolve_draft("/models/other", "/drafts/other") == "/drafts/other"
+    with pytest.raises(ValueError, match="only fits the embedded model"):
+        resolve_draft("/models/other", "embedded")

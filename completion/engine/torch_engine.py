@@ -128,7 +128,7 @@ class TorchEngine:
         tokenizer = AutoTokenizer.from_pretrained(path)
         meta = read_metadata(path)
         info = EngineInfo(engine="torch", model=model or "embedded", device=device,
-                          draft=draft_path and (draft or "embedded"),
+                          draft=draft if draft_path else None,
                           trained=meta.get("trained", True), note=meta.get("description", ""))
         drafter = None
         if draft_path:
