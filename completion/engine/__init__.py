@@ -14,10 +14,27 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+ENGINE_KINDS = ("torch", "daemon", "vllm", "openai")
+
+
 def load_engine(kind: str = "torch", model: str | None = None, **kw) -> Engine:
+    """torch: in this process. daemon: the torch engine in the shared daemon (started on demand).
+    vllm: vLLM in this process when it is importable, else in a daemon under .venv-vllm.
+    openai: a remote OpenAI-compatible /v1/completions server (`url=`)."""
+    import importlib.util
     if kind == "torch":
         import torch
         torch.set_num_threads(default_threads())
         from .torch_engine import TorchEngine
         return TorchEngine.load(model, **kw)
-    raise ValueError(f"unknown engine {kind!r} (available: torch)")
+    if kind == "vllm" and importlib.util.find_spec("vllm") is not None:
+        from .vllm_engine import VllmEngine   # only the vLLM venv gets here
+        return VllmEngine.load(model, **kw)
+    if kind in ("daemon", "vllm"):
+        # vLLM cannot be imported beside our transformers: it runs in a daemon under .venv-vllm.
+        from .daemon_client import DaemonEngine
+        return DaemonEngine.load("vllm" if kind == "vllm" else "torch", model, **kw)
+    if kind == "openai":
+        from .openai_engine import OpenAIEngine
+        return OpenAIEngine.load(model, **kw)
+    raise ValueError(f"unknown engine {kind!r} (available: {', '.join(ENGINE_KINDS)})")
