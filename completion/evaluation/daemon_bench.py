@@ -58,7 +58,8 @@ async def client(engine: DaemonEngine, prompts: list[list[int]], args, rng: rand
     results = []
     for i in range(args.requests):
         cancel_after = rng.randint(1, 3) if rng.random() < args.cancel else None
-        results.append(await one_request(engine, rng.choice(prompts) + [rng.randrange(1000, 50000)],
+        # a random last token: every request differs, so caches are reused only in part
+        results.append(await one_request(engine, rng.choice(prompts) + [rng.randrange(1000, args.vocab_size)],
                                          cancel_after, args.max_tokens, f"file{number}-{i % 2}.py"))
     return results
 
@@ -75,6 +76,7 @@ async def bench(args) -> dict:
     address, tokenizer = first.address, first.tokenizer()
     engines = [first] + [DaemonEngine(address, first.command, tokenizer, first.info) for _ in range(args.clients - 1)]
     prompts = [tokenizer.encode(s, add_special_tokens=False) for s in SNIPPETS]
+    args.vocab_size = len(tokenizer)
     # warm-up: every client fills its documents' KV caches, so RSS "before" is the steady state
     for n, engine in enumerate(engines):
         for doc in range(2):
