@@ -59,9 +59,11 @@ def humaneval_path() -> Path:
     return path
 
 
-def load_humaneval(path: Path | None = None) -> list[dict]:
+def load_humaneval(path: str | Path | None = None, limit: int = 0) -> list[dict]:
+    """HumanEval's problems (the first `limit` when > 0)."""
     with gzip.open(path or humaneval_path(), "rt") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        problems = [json.loads(line) for line in fh if line.strip()]
+    return problems[:limit] if limit else problems
 
 
 def function_end(text: str) -> int | None:
@@ -145,16 +147,7 @@ async def run_mode(engine, prompts, mode: str, k: int | None, max_tokens: int, s
         result.outputs.append(ids)
         if stats is None:
             continue
-        result.generated += stats.generated_tokens
-        result.decode_ms += stats.decode_ms
-        result.target_steps += stats.target_steps
-        result.drafts += stats.drafts
-        result.draft_ms += stats.draft_ms
-        result.verify_ms += stats.verify_ms
-        if stats.accepted_per_pos:
-            if not result.accepted_per_pos:
-                result.accepted_per_pos = [0] * len(stats.accepted_per_pos)
-            result.accepted_per_pos = [a + b for a, b in zip(result.accepted_per_pos, stats.accepted_per_pos)]
+        result.add(stats)
     return result
 
 
@@ -217,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     from completion.prompt import PromptBuilder
     from completion.speculative import load_drafter
 
-    problems = load_humaneval(Path(args.humaneval) if args.humaneval else None)
-    if args.limit:
-        problems = problems[:args.limit]
+    problems = load_humaneval(args.humaneval, args.limit)
     engine = TorchEngine.load(args.model, device="cpu", dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     builder = PromptBuilder(tokenizer)

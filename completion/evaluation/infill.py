@@ -117,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from completion.engine.torch_engine import TorchEngine
     from completion.prompt import PromptBuilder
 
-    problems = load_humaneval(Path(args.humaneval) if args.humaneval else None)
-    if args.limit:
-        problems = problems[:args.limit]
+    problems = load_humaneval(args.humaneval, args.limit)
     draft = args.draft if args.draft and Path(args.draft).exists() else None
     if args.draft and draft is None:
         log(f"note: no drafter at {args.draft}: plain decoding")

@@ -146,6 +146,19 @@ class ModeResult:
     accepted_per_pos: list[int] = field(default_factory=list)
     outputs: list[list[int]] = field(default_factory=list)
 
+    def add(self, stats) -> None:
+        """Accumulate one request's Stats."""
+        self.generated += stats.generated_tokens
+        self.decode_ms += stats.decode_ms
+        self.target_steps += stats.target_steps
+        self.drafts += stats.drafts
+        self.draft_ms += stats.draft_ms
+        self.verify_ms += stats.verify_ms
+        if stats.accepted_per_pos:
+            self.accepted_per_pos = [a + b for a, b in
+                                     zip(self.accepted_per_pos or [0] * len(stats.accepted_per_pos),
+                                         stats.accepted_per_pos)]
+
     @property
     def tokens_per_s(self) -> float:
         return self.generated / (self.decode_ms / 1e3) if self.decode_ms else 0.0
@@ -178,17 +191,8 @@ async def run_mode(engine, prompts, mode: str, k: int | None, max_tokens: int) -
                 ids += chunk.token_ids
                 stats = chunk.stats
         result.outputs.append(ids)
-        result.generated += stats.generated_tokens
-        result.decode_ms += stats.decode_ms
-        result.target_steps += stats.target_steps
-        result.drafts += stats.drafts
-        result.draft_ms += stats.draft_ms
-        result.verify_ms += stats.verify_ms
+        result.add(stats)
         result.verify_forward_ms += sum(clock.calls[1:])          # calls[0] is the prefill
-        if stats.accepted_per_pos:
-            if not result.accepted_per_pos:
-                result.accepted_per_pos = [0] * len(stats.accepted_per_pos)
-            result.accepted_per_pos = [a + b for a, b in zip(result.accepted_per_pos, stats.accepted_per_pos)]
     return result
 
 

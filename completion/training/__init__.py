@@ -8,3 +8,15 @@
                        EAGLE-3 baseline (training-time test) on synthesized data (`eyas train drafter`)
     synthetic.py       random Qwen3 / Qwen3-MoE targets for tests and benchmarks
 """
+import sys
+import time
+from pathlib import Path
+
+
+def log_line(log: Path | None, msg: str) -> None:
+    """A timestamped progress line on stderr, appended to `log` too when given."""
+    line = f"{time.strftime('%H:%M:%S')} {msg}"
+    print(line, file=sys.stderr, flush=True)
+    if log is not None:
+        with open(log, "a") as fh:
+            fh.write(line + "\n")

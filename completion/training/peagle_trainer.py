@@ -49,6 +49,7 @@ import torch.nn.functional as F
 
 from completion.speculative.config import DrafterConfig
 from completion.speculative.drafter import Drafter, init_drafter
+from completion.training import log_line
 
 from .drafter_fit import drafter_config_for, group_mask
 
@@ -399,14 +400,6 @@ def build_drafter(target_model, dataset, cfg: TrainConfig, *, mask_token_id: int
 # ---------------------------------------------------------------------------------------------------
 # The training loop
 # ---------------------------------------------------------------------------------------------------
-
-def log_line(log: Path | None, msg: str) -> None:
-    line = f"{time.strftime('%H:%M:%S')} {msg}"
-    print(line, file=sys.stderr, flush=True)
-    if log is not None:
-        with open(log, "a") as fh:
-            fh.write(line + "\n")
-
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:

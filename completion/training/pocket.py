@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from completion.prompt import (ENDOFTEXT, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME)
+from completion.training import log_line
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO_ROOT / "out" / "pocket"
@@ -62,14 +63,6 @@ SIZES = {
 
 # Token kinds, for per-kind metrics: the label's role in its sample.
 KIND_HEADER, KIND_CODE, KIND_CONTEXT, KIND_MIDDLE = 0, 1, 2, 3
-
-
-def log_line(path: Path | None, msg: str) -> None:
-    line = f"{time.strftime('%H:%M:%S')} {msg}"
-    print(line, flush=True)
-    if path is not None:
-        with open(path, "a") as fh:
-            fh.write(line + "\n")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from completion.prompt import ENDOFTEXT, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
+from completion.training import log_line
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = "manifest.json"
@@ -59,14 +60,6 @@ class SynthConfig:
     @property
     def num_shards(self) -> int:
         return -(-self.samples // self.shard_size)
-
-
-def log_line(log: Path | None, msg: str) -> None:
-    line = f"{time.strftime('%H:%M:%S')} {msg}"
-    print(line, file=sys.stderr, flush=True)
-    if log is not None:
-        with open(log, "a") as fh:
-            fh.write(line + "\n")
 
 
 # ---------------------------------------------------------------------------------------------------
