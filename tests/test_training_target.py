@@ -98,6 +98,14 @@ def test_corpus_filters_dedupes_and_is_deterministic(source):
     assert [f.key for f in files] == sorted(f.key for f in files)
 
 
+def test_only_listed_packages_count(source):
+    """Installing another package must not change the corpus (and so the tokenizer and checkpoints)."""
+    files = sc.collect([sc.SourceRoot(None, source, only=frozenset({"alpha", "single"}))])
+    assert {f.repo for f in files} == {"alpha", "single"}
+    assert {"numpy", "torch", "transformers", "pygls"} <= sc.POCKET_PACKAGES
+    assert not {"llama_cpp", "gguf", "requests"} & sc.POCKET_PACKAGES
+
+
 def test_split_is_by_file_hash(source):
     keys = [f"repo/pkg/mod{i}.py" for i in range(5000)]
     held = [k for k in keys if sc.is_heldout(k)]
@@ -196,6 +204,19 @@ def test_fim_split_shapes():
         pre, mid, suf = pocket.fim_split(text, rng)
         assert text.startswith(pre + mid + suf)
         assert text[len(pre) + len(mid):].startswith(suf)
+
+
+def test_fim_cursors_sit_where_editors_ask():
+    """Most cursors follow indentation at a line start or end a name, as in an editor; some are
+    anywhere. The first pocket target, trained on uniform cuts, could not complete a fresh line."""
+    rng = random.Random(0)
+    text = "def f(x):\n\n    total = x + 1\n    return total\n" * 20
+    cursors = [pocket.fim_cursor(text, rng) for _ in range(2000)]
+    after_indent = sum(text[:p].rstrip(" ").endswith("\n") and text[p:p + 1] not in (" ", "\n")
+                       for p in cursors)
+    mid_word = sum(0 < p < len(text) and text[p - 1].isalnum() and text[p].isalnum() for p in cursors)
+    assert 0.4 < after_indent / len(cursors) < 0.6
+    assert 0.02 < mid_word / len(cursors) < 0.25
 
 
 def _decode_parts(tok, ids):
