@@ -43,8 +43,10 @@ class Completer:
         self.settings = settings or CompletionSettings()
         self.prompts = PromptBuilder(engine.tokenizer())
 
-    async def complete(self, uri: str, cursor: int, *, repo: str = "workspace", **overrides) -> Completion:
-        """`cursor` is a character offset into the document. `overrides` replace GenerationParams
+    async def complete(self, uri: str, cursor: int, *, repo: str = "workspace", multiline_mode: str = "auto",
+                       **overrides) -> Completion:
+        """`cursor` is a character offset into the document. `multiline_mode`: "auto" decides from the
+        syntax at the cursor, "always" / "never" force it. `overrides` replace GenerationParams
         fields (mode, seed, num_speculative_tokens, ...) for this request."""
         s = self.settings
         t_start = t0 = time.perf_counter()
@@ -61,7 +63,7 @@ class Completer:
                               cursor_node=ctx.cursor_node)
         timings = {"context": _ms_since(t0)}
         t0 = time.perf_counter()
-        multiline = is_multiline(site)
+        multiline = is_multiline(site) if multiline_mode == "auto" else multiline_mode == "always"
         decide_ms = (time.perf_counter() - t0) * 1e3
 
         t0 = time.perf_counter()

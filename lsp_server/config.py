@@ -5,7 +5,8 @@ Client keys are camelCase as editors write them:
     {"engine": "torch" | "daemon" | "vllm" | "openai", "url": "http://host:8000", "apiKeyEnv": "VAR",
      "model": "<dir or hub id>", "draft": "<drafter dir or hub id>",
      "device": "cpu", "impl": "lean" | "hf", "maxTokens": 64, "temperature": 0.0, "topP": 1.0,
-     "requestTimeout": 20, "enable": {"*": true, "markdown": false}}
+     "requestTimeout": 20, "enable": {"*": true, "markdown": false}, "speculativeK": 4,
+     "multiline": "auto" | "always" | "never" | {"*": "auto", "markdown": "never"}}
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from completion.engine import ENGINE_KINDS
 
 _KEYS = {"engine": "engine", "model": "model", "draft": "draft", "device": "device", "impl": "impl",
          "maxTokens": "max_tokens", "temperature": "temperature", "topP": "top_p",
-         "requestTimeout": "request_timeout_s", "enable": "enable", "url": "url", "apiKeyEnv": "api_key_env"}
+         "requestTimeout": "request_timeout_s", "enable": "enable", "url": "url", "apiKeyEnv": "api_key_env",
+         "speculativeK": "speculative_k", "multiline": "multiline"}
 _LOAD_KEYS = ("engine", "model", "draft", "device", "impl", "url", "api_key_env")   # a change reloads the model
 
 
@@ -34,9 +36,14 @@ class ServerConfig:
     enable: dict[str, bool] = field(default_factory=lambda: {"*": True})
     url: str | None = None            # openai: the server; daemon: a daemon started by hand
     api_key_env: str | None = None    # openai: the environment variable that holds the API key
+    speculative_k: int | None = None  # draft tokens per step; None: the drafter's default
+    multiline: dict[str, str] = field(default_factory=lambda: {"*": "auto"})   # per language id
 
     def enabled_for(self, language_id: str | None) -> bool:
         return self.enable.get(language_id or "", self.enable.get("*", True))
+
+    def multiline_for(self, language_id: str | None) -> str:
+        return self.multiline.get(language_id or "", self.multiline.get("*", "auto"))
 
     def merged(self, settings: object) -> tuple["ServerConfig", list[str]]:
         """A copy with the client's settings applied, and a list of complaints about bad values
@@ -55,8 +62,9 @@ class ServerConfig:
                 problems.append(f"{key}: {checked[1:]}")
             else:
                 changes[name] = checked
-        if "enable" in changes:
-            changes["enable"] = {**self.enable, **changes["enable"]}
+        for name in ("enable", "multiline"):   # per-language maps merge into what is there
+            if name in changes:
+                changes[name] = {**getattr(self, name), **changes[name]}
         return dataclasses.replace(self, **changes), problems
 
     def needs_reload(self, other: "ServerConfig") -> bool:
@@ -78,6 +86,15 @@ def _check(name: str, value):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         low, high = {"temperature": (0, 5), "top_p": (1e-6, 1), "request_timeout_s": (0.1, 600)}[name]
         return float(value) if ok and low <= value <= high else f"!expected a number in [{low}, {high}], got {value!r}"
+    if name == "speculative_k":
+        ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 32)
+        return value if ok else f"!expected an integer in 1..32, got {value!r}"
+    if name == "multiline":
+        modes = ("auto", "always", "never")
+        if isinstance(value, str):
+            value = {"*": value}
+        ok = isinstance(value, dict) and all(v in modes for v in value.values())
+        return value if ok else f"!expected one of {', '.join(modes)} or an object of language id -> mode, got {value!r}"
     if name == "enable":
         ok = isinstance(value, dict) and all(isinstance(v, bool) for v in value.values())
         return value if ok else f"!expected an object of language id -> true/false, got {value!r}"

@@ -31,7 +31,9 @@ from .positions import LineIndex, PositionError
 log = logging.getLogger("eyas")
 VERSION = "0.1.0"
 STATUS_METHOD = "eyas/status"
-ACCEPT_COMMAND = "eyas.accepted"
+ACCEPT_COMMAND = "eyas.accepted"             # the inline item's command: [uri, accepted characters]
+SHOWN_NOTIFICATION = "eyas/shown"            # {"uri", "length"}: the editor displayed a suggestion
+PARTIAL_NOTIFICATION = "eyas/partialAccept"  # {"uri", "length"}: the user took part of one (word/line)
 RECENT = 50   # latencies kept for eyas/status
 
 
@@ -46,7 +48,9 @@ class EyasServer(LanguageServer):
         self.loading: asyncio.Task | None = None
         self.inflight: dict[str, asyncio.Task] = {}
         self.latencies: deque[dict] = deque(maxlen=RECENT)
-        self.accepted = self.served = 0
+        self.served = 0
+        # what the editors report, for acceptance rates (counts and characters)
+        self.events = {"shown": 0, "accepted": 0, "partial": 0, "shown_chars": 0, "accepted_chars": 0}
         self.initialized = False
         self.inline_client = False     # the client speaks textDocument/inlineCompletion
         self.repo = "workspace"
@@ -140,8 +144,18 @@ class EyasServer(LanguageServer):
             index = self.line_indexes[uri] = LineIndex(source)
         return index
 
+    def record(self, event: str, length: object) -> None:
+        """An editor event; a length that is not a small count is ignored, never fatal."""
+        self.events[event] += 1
+        if isinstance(length, int) and not isinstance(length, bool) and 0 <= length < 1 << 20:
+            if event == "shown":
+                self.events["shown_chars"] += length
+            else:
+                self.events["accepted_chars"] += length
+
     def status(self) -> dict:
         totals = [l["total"] for l in self.latencies]
+        spec = [l["acceptance_length"] for l in self.latencies if l["acceptance_length"] > 0]
         info = self.completer.engine.info if self.completer else None
         return {
             "state": self.engine_state, "error": self.engine_error,
@@ -151,7 +165,8 @@ class EyasServer(LanguageServer):
             "device": info.device if info else self.config.device,
             "trained": info.trained if info else None,
             "note": info.note if info else "",
-            "served": self.served, "accepted": self.accepted,
+            "served": self.served, **self.events,
+            "acceptance_length": round(statistics.fmean(spec), 3) if spec else None,
             "latency_ms": {"last": list(self.latencies)[-1] if self.latencies else None,
                            "p50_total": statistics.median(totals) if totals else None,
                            "recent_totals": totals[-10:]},
@@ -234,7 +249,15 @@ def _register(ls: EyasServer) -> None:
 
     @ls.command(ACCEPT_COMMAND)
     def accepted(ls: EyasServer, *args):
-        ls.accepted += 1
+        ls.record("accepted", args[1] if len(args) > 1 else None)
+
+    @ls.feature(SHOWN_NOTIFICATION)
+    def shown(ls: EyasServer, params=None):
+        ls.record("shown", getattr(params, "length", None))
+
+    @ls.feature(PARTIAL_NOTIFICATION)
+    def partially_accepted(ls: EyasServer, params=None):
+        ls.record("partial", getattr(params, "length", None))
 
     @ls.feature(STATUS_METHOD)
     def status(ls: EyasServer, params=None):
@@ -264,8 +287,11 @@ async def complete_at(ls: EyasServer, uri: str, position: types.Position):
     try:
         completer = await ls.ready_completer()
         t0 = time.perf_counter()
-        done = await asyncio.wait_for(completer.complete(uri, cursor, repo=ls.repo),
-                                      timeout=ls.config.request_timeout_s)
+        cfg = ls.config
+        extra = {"num_speculative_tokens": cfg.speculative_k} if cfg.speculative_k else {}
+        done = await asyncio.wait_for(
+            completer.complete(uri, cursor, repo=ls.repo, multiline_mode=cfg.multiline_for(language_id), **extra),
+            timeout=cfg.request_timeout_s)
     except asyncio.TimeoutError:
         log.warning("completion timed out after %.1f s", ls.config.request_timeout_s)
         return None

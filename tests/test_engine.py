@@ -107,3 +107,22 @@ def test_text_stream_never_splits_a_character(qwen_tokenizer):
     stream = TextStream(qwen_tokenizer)
     pieces = [stream.push([i]) for i in ids]
     assert "".join(pieces) == "a🎉b" and all("\ufffd" not in p for p in pieces)
+
+
+def test_multiline_mode_overrides_the_syntax_decision(tiny_model_dir):
+    """The editors' `multiline` setting: "never" keeps one line even where the syntax would allow a
+    block, "always" allows a block at the end of a line."""
+    from completion.context import DocumentTrees
+    from completion.service import Completer
+
+    trees = DocumentTrees()
+    text = "def total(xs):\n    \n"
+    trees.open("file:///t.py", "python", text)
+    completer = Completer(TorchEngine.load(str(tiny_model_dir), device="cpu"), trees)
+    cursor = text.index("\n    ") + 5
+
+    async def go(mode):
+        return await completer.complete("file:///t.py", cursor, multiline_mode=mode, max_tokens=24)
+    auto, never, always = (asyncio.run(go(m)) for m in ("auto", "never", "always"))
+    assert auto.multiline and not never.multiline and always.multiline
+    assert "\n" not in never.text

@@ -224,3 +224,38 @@ async def test_model_switch_failure_is_reported_not_frozen(client):
         settings={"eyas": {"model": "embedded"}}))
     await inline(client, uri, 4, 4)
     assert (await status(client))["state"] == "ready"
+
+
+async def test_editor_events_count_towards_acceptance(client):
+    """What VS Code and Neovim report: shown and partial accepts as notifications, a full accept as
+    the item's command. Lengths that are not counts are ignored, never fatal."""
+    open_doc(client, "file:///ws/events.py", SOURCE)
+    result = await inline(client, "file:///ws/events.py", 4, 4)
+    before = await status(client)
+    if result is not None:
+        assert result.items[0].command.command == "eyas.accepted"
+        assert result.items[0].command.arguments[0] == "file:///ws/events.py"
+    client.protocol.notify("eyas/shown", {"uri": "file:///ws/events.py", "length": 12})
+    client.protocol.notify("eyas/partialAccept", {"uri": "file:///ws/events.py", "length": 5})
+    client.protocol.notify("eyas/shown", {"uri": "file:///ws/events.py", "length": "lots"})
+    client.protocol.notify("eyas/shown", None)
+    await client.workspace_execute_command_async(
+        t.ExecuteCommandParams(command="eyas.accepted", arguments=["file:///ws/events.py", 7]))
+    st = await status(client)
+    assert st["shown"] - before["shown"] == 3 and st["shown_chars"] - before["shown_chars"] == 12
+    assert st["partial"] - before["partial"] == 1 and st["accepted"] - before["accepted"] == 1
+    assert st["accepted_chars"] - before["accepted_chars"] == 12
+
+
+async def test_multiline_never_and_speculative_k_settings(client):
+    uri = "file:///ws/multi.py"
+    open_doc(client, uri, "def total(xs):\n    \n")
+    client.workspace_did_change_configuration(t.DidChangeConfigurationParams(
+        settings={"eyas": {"multiline": {"python": "never"}, "speculativeK": 99, "maxTokens": 32}}))
+    result = await inline(client, uri, 1, 4)
+    if result is not None:
+        assert "\n" not in result.items[0].insert_text
+    logs = [m.message for m in client.log_messages]
+    assert any("speculativeK" in m and "1..32" in m for m in logs)
+    client.workspace_did_change_configuration(t.DidChangeConfigurationParams(
+        settings={"eyas": {"multiline": "auto", "maxTokens": 16}}))

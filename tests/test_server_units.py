@@ -43,6 +43,16 @@ def test_settings_merge_and_refuse_bad_values():
     assert ServerConfig().merged([1])[1]
 
 
+def test_multiline_and_speculative_k_settings():
+    cfg, problems = ServerConfig().merged({"multiline": {"python": "never"}, "speculativeK": 6})
+    assert not problems and cfg.speculative_k == 6
+    assert cfg.multiline_for("python") == "never" and cfg.multiline_for("go") == "auto"
+    cfg, problems = cfg.merged({"multiline": "always"})     # a string sets the default, keeps the rest
+    assert cfg.multiline_for("go") == "always" and cfg.multiline_for("python") == "never"
+    cfg, problems = cfg.merged({"multiline": "sometimes", "speculativeK": 0})
+    assert len(problems) == 2 and cfg.multiline_for("go") == "always" and cfg.speculative_k == 6
+
+
 def test_cli_locations():
     assert parse_location("a/b.py:3:7") == (__import__("pathlib").Path("a/b.py"), 3, 7)
     assert parse_location("b.py:3")[1:] == (3, None)
