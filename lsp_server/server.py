@@ -229,7 +229,7 @@ def _register(ls: EyasServer) -> None:
         item = types.InlineCompletionItem(
             insert_text=text, range=types.Range(position, position),
             command=types.Command(title="Eyas: accepted", command=ACCEPT_COMMAND,
-                                  arguments=[params.text_document.uri]))
+                                  arguments=[params.text_document.uri, len(text)]))
         return types.InlineCompletionList(items=[item])
 
     @ls.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
