@@ -235,7 +235,7 @@ async def test_editor_events_count_towards_acceptance(client):
     if result is not None:
         assert result.items[0].command.command == "eyas.accepted"
         item = result.items[0]
-        assert item.command.arguments == ["file:///ws/events.py", len(item.insert_text)]
+        assert list(item.command.arguments) == ["file:///ws/events.py", len(item.insert_text)]
     client.protocol.notify("eyas/shown", {"uri": "file:///ws/events.py", "length": 12})
     client.protocol.notify("eyas/partialAccept", {"uri": "file:///ws/events.py", "length": 5})
     client.protocol.notify("eyas/shown", {"uri": "file:///ws/events.py", "length": "lots"})
