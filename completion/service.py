@@ -37,6 +37,19 @@ def _ms_since(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1e3, 3)
 
 
+@dataclass
+class Request:
+    """A completion request ready for the engine: built synchronously from one document snapshot."""
+    site: CompletionSite
+    prompt_ids: list[int]
+    stop_ids: tuple[int, ...]
+    multiline: bool
+    crlf: bool
+    timings_ms: dict[str, float]
+    uri: str
+    t_start: float
+
+
 class Completer:
     def __init__(self, engine: Engine, trees: DocumentTrees, settings: CompletionSettings | None = None):
         self.engine, self.trees = engine, trees
@@ -48,14 +61,18 @@ class Completer:
         """`cursor` is a character offset into the document. `multiline_mode`: "auto" decides from the
         syntax at the cursor, "always" / "never" force it. `overrides` replace GenerationParams
         fields (mode, seed, num_speculative_tokens, ...) for this request."""
-        s = self.settings
+        return await self.run(self.prepare(uri, cursor, repo=repo, multiline_mode=multiline_mode), **overrides)
+
+    def prepare(self, uri: str, cursor: int, *, repo: str = "workspace", multiline_mode: str = "auto") -> Request:
+        """Context, single/multi-line decision and prompt. Synchronous, so a caller may build it
+        from a hypothetical document (`DocumentTrees.as_if`) that no other handler ever sees."""
         t_start = t0 = time.perf_counter()
         doc = self.trees.get(uri)
         if doc is None:
             raise KeyError(f"unknown document {uri}")
         first_eol = doc.text.find("\n")
         crlf = first_eol > 0 and doc.text[first_eol - 1] == "\r"   # the document's line ending
-        ctx = build_context(self.trees, uri, cursor, self.prompts.count_tokens, s.budget)
+        ctx = build_context(self.trees, uri, cursor, self.prompts.count_tokens, self.settings.budget)
         # The model and the rules see "\n" line ends; the insert text gets the document's own.
         lf = (lambda x: x.replace("\r\n", "\n")) if crlf else (lambda x: x)
         site = CompletionSite(language=ctx.language, prefix=lf(ctx.prefix), suffix=lf(ctx.suffix),
@@ -64,18 +81,21 @@ class Completer:
         timings = {"context": _ms_since(t0)}
         t0 = time.perf_counter()
         multiline = is_multiline(site) if multiline_mode == "auto" else multiline_mode == "always"
-        decide_ms = (time.perf_counter() - t0) * 1e3
-
+        timings["decide"] = _ms_since(t0)
         t0 = time.perf_counter()
         prompt = self.prompts.build(repo=repo, path=ctx.path, prefix=site.prefix, suffix=site.suffix,
                                     snippets=[FileSnippet(sn.path, lf(sn.text)) for sn in ctx.snippets])
         timings["prompt"] = _ms_since(t0)
+        return Request(site, prompt.ids, tuple(prompt.stop_ids), multiline, crlf, timings, uri, t_start)
 
+    async def run(self, request: Request, **overrides) -> Completion:
+        s, site, multiline = self.settings, request.site, request.multiline
+        timings = dict(request.timings_ms)
         params = dict(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
-                      stop_ids=prompt.stop_ids, cache_key=uri)
+                      stop_ids=request.stop_ids, cache_key=request.uri)
         params.update(overrides)
-        raw, stats, ended_block = "", Stats(prompt_tokens=len(prompt.ids)), False
-        async with aclosing(self.engine.generate(prompt.ids, GenerationParams(**params))) as stream:
+        raw, stats, ended_block = "", Stats(prompt_tokens=len(request.prompt_ids)), False
+        async with aclosing(self.engine.generate(request.prompt_ids, GenerationParams(**params))) as stream:
             async for chunk in stream:
                 raw, stats = raw + chunk.text, chunk.stats
                 if should_stop(raw, site, multiline):
@@ -88,8 +108,8 @@ class Completer:
 
         t0 = time.perf_counter()
         text = postprocess(raw, site, multiline)
-        if crlf:
+        if request.crlf:
             text = text.replace("\n", "\r\n")
-        timings["postprocess"] = round(_ms_since(t0) + decide_ms, 3)
-        timings["total"] = _ms_since(t_start)
+        timings["postprocess"] = round(_ms_since(t0) + timings.pop("decide"), 3)
+        timings["total"] = _ms_since(request.t_start)
         return Completion(text, raw, multiline, timings, stats)

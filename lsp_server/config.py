@@ -6,6 +6,7 @@ Client keys are camelCase as editors write them:
      "model": "<dir or hub id>", "draft": "<drafter dir or hub id>",
      "device": "cpu", "impl": "lean" | "hf", "maxTokens": 64, "temperature": 0.0, "topP": 1.0,
      "requestTimeout": 20, "enable": {"*": true, "markdown": false}, "speculativeK": 4,
+     "cache": true, "prefetch": true,
      "multiline": "auto" | "always" | "never" | {"*": "auto", "markdown": "never"}}
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from completion.engine import ENGINE_KINDS
 _KEYS = {"engine": "engine", "model": "model", "draft": "draft", "device": "device", "impl": "impl",
          "maxTokens": "max_tokens", "temperature": "temperature", "topP": "top_p",
          "requestTimeout": "request_timeout_s", "enable": "enable", "url": "url", "apiKeyEnv": "api_key_env",
-         "speculativeK": "speculative_k", "multiline": "multiline"}
+         "speculativeK": "speculative_k", "multiline": "multiline", "cache": "cache", "prefetch": "prefetch"}
 _LOAD_KEYS = ("engine", "model", "draft", "device", "impl", "url", "api_key_env")   # a change reloads the model
 
 
@@ -38,6 +39,8 @@ class ServerConfig:
     api_key_env: str | None = None    # openai: the environment variable that holds the API key
     speculative_k: int | None = None  # draft tokens per step; None: the drafter's default
     multiline: dict[str, str] = field(default_factory=lambda: {"*": "auto"})   # per language id
+    cache: bool = True                # answer typed-through requests from recent completions
+    prefetch: bool = True             # compute the next completion as if the shown one were accepted
 
     def enabled_for(self, language_id: str | None) -> bool:
         return self.enable.get(language_id or "", self.enable.get("*", True))
@@ -95,6 +98,8 @@ def _check(name: str, value):
             value = {"*": value}
         ok = isinstance(value, dict) and all(v in modes for v in value.values())
         return value if ok else f"!expected one of {', '.join(modes)} or an object of language id -> mode, got {value!r}"
+    if name in ("cache", "prefetch"):
+        return value if isinstance(value, bool) else f"!expected true or false, got {value!r}"
     if name == "enable":
         ok = isinstance(value, dict) and all(isinstance(v, bool) for v in value.values())
         return value if ok else f"!expected an object of language id -> true/false, got {value!r}"

@@ -11,22 +11,23 @@ import asyncio
 import logging
 import os
 import statistics
-import time
 import uuid
 from collections import deque
 from pathlib import Path
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams, JsonRpcServerNotInitialized
+from pygls.exceptions import JsonRpcInternalError
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
+from completion.cache import CompletionCache
 from completion.context import DocumentTrees, language_for
 from completion.engine import load_engine
 from completion.service import Completer, CompletionSettings
 
+from .answers import CANDIDATES, complete_at
 from .config import ServerConfig
-from .positions import LineIndex, PositionError
+from .positions import LineIndex
 
 log = logging.getLogger("eyas")
 VERSION = "0.1.0"
@@ -55,6 +56,9 @@ class EyasServer(LanguageServer):
         self.inline_client = False     # the client speaks textDocument/inlineCompletion
         self.repo = "workspace"
         self.line_indexes: dict[str, LineIndex] = {}   # per document, rebuilt when its text changes
+        self.cache = CompletionCache()
+        self.prefetching: asyncio.Task | None = None
+        self.prefetched = 0
 
     # -- model ---------------------------------------------------------------------------------
     def start_loading(self) -> None:
@@ -130,6 +134,8 @@ class EyasServer(LanguageServer):
         for p in problems:
             self.window_log_message(types.LogMessageParams(types.MessageType.Warning, f"eyas: ignored setting {p}"))
         reload = new.needs_reload(self.config)
+        if reload or new.max_tokens != self.config.max_tokens or new.multiline != self.config.multiline:
+            self.cache.clear()   # answers computed under other settings
         self.config = new
         if reload and self.loading is not None:
             self.start_loading()
@@ -143,6 +149,14 @@ class EyasServer(LanguageServer):
         if index is None or index.text is not source:
             index = self.line_indexes[uri] = LineIndex(source)
         return index
+
+    def cancel_prefetch(self) -> None:
+        if self.prefetching is not None:
+            self.prefetching.cancel()
+            self.prefetching = None
+
+    def record_latency(self, figures: dict, language_id: str | None) -> None:
+        self.latencies.append(figures)
 
     def record(self, event: str, length: object) -> None:
         """An editor event; a length that is not a small count is ignored, never fatal."""
@@ -165,7 +179,8 @@ class EyasServer(LanguageServer):
             "device": info.device if info else self.config.device,
             "trained": info.trained if info else None,
             "note": info.note if info else "",
-            "served": self.served, **self.events,
+            "served": self.served, **self.events, "prefetched": self.prefetched,
+            "cache": {"hits": self.cache.hits, "misses": self.cache.misses},
             "acceptance_length": round(statistics.fmean(spec), 3) if spec else None,
             "latency_ms": {"last": list(self.latencies)[-1] if self.latencies else None,
                            "p50_total": statistics.median(totals) if totals else None,
@@ -211,6 +226,7 @@ def _register(ls: EyasServer) -> None:
         uri = params.text_document.uri
         ls.trees.close(uri)
         ls.line_indexes.pop(uri, None)
+        ls.cache.forget(uri)
         if (task := ls.inflight.pop(uri, None)) is not None:
             task.cancel()
 
@@ -222,24 +238,27 @@ def _register(ls: EyasServer) -> None:
     async def inline_completion(ls: EyasServer, params: types.InlineCompletionParams):
         if params.context and params.context.selected_completion_info is not None:
             return None   # a completion popup is open: items would have to extend its text
-        result = await complete_at(ls, params.text_document.uri, params.position)
-        if result is None:
+        invoked = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        answer = await complete_at(ls, params.text_document.uri, params.position,
+                                   candidates=CANDIDATES if invoked else 1)
+        if answer is None:
             return None
-        text, position = result
-        item = types.InlineCompletionItem(
-            insert_text=text, range=types.Range(position, position),
-            command=types.Command(title="Eyas: accepted", command=ACCEPT_COMMAND,
-                                  arguments=[params.text_document.uri, len(text)]))
-        return types.InlineCompletionList(items=[item])
+        at = types.Range(answer.position, answer.position)
+        return types.InlineCompletionList(items=[
+            types.InlineCompletionItem(
+                insert_text=text, range=at,
+                command=types.Command(title="Eyas: accepted", command=ACCEPT_COMMAND,
+                                      arguments=[params.text_document.uri, len(text)]))
+            for text in answer.texts])
 
     @ls.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())
     async def completion(ls: EyasServer, params: types.CompletionParams):
         if ls.inline_client:   # it shows our ghost text already; don't run the model twice
             return types.CompletionList(is_incomplete=False, items=[])
-        result = await complete_at(ls, params.text_document.uri, params.position)
-        if result is None:
+        answer = await complete_at(ls, params.text_document.uri, params.position)
+        if answer is None:
             return types.CompletionList(is_incomplete=True, items=[])
-        text, position = result
+        text, position = answer.texts[0], answer.position
         first = text.splitlines()[0] if text.strip() else text
         item = types.CompletionItem(
             label=first.strip()[:80] or text[:80], kind=types.CompletionItemKind.Text, detail="Eyas",
@@ -262,51 +281,6 @@ def _register(ls: EyasServer) -> None:
     @ls.feature(STATUS_METHOD)
     def status(ls: EyasServer, params=None):
         return ls.status()
-
-
-async def complete_at(ls: EyasServer, uri: str, position: types.Position):
-    """The completion text for a position, or None. The newest request per document wins."""
-    if not ls.initialized:
-        raise JsonRpcServerNotInitialized("the server has not been initialized: send initialize first")
-    doc = ls.trees.get(uri)
-    if doc is None:
-        log.info("completion for a document that is not open: %s", uri)
-        return None
-    language_id = ls.workspace.get_text_document(uri).language_id
-    if not ls.config.enabled_for(language_id):
-        return None
-    try:
-        cursor = ls.line_index(uri).offset(position, ls.workspace.position_encoding)
-    except PositionError as exc:
-        raise JsonRpcInvalidParams(f"bad position for {uri}: {exc}") from None
-
-    me = asyncio.current_task()
-    if (older := ls.inflight.get(uri)) is not None and older is not me:
-        older.cancel()
-    ls.inflight[uri] = me
-    try:
-        completer = await ls.ready_completer()
-        t0 = time.perf_counter()
-        cfg = ls.config
-        extra = {"num_speculative_tokens": cfg.speculative_k} if cfg.speculative_k else {}
-        done = await asyncio.wait_for(
-            completer.complete(uri, cursor, repo=ls.repo, multiline_mode=cfg.multiline_for(language_id), **extra),
-            timeout=cfg.request_timeout_s)
-    except asyncio.TimeoutError:
-        log.warning("completion timed out after %.1f s", ls.config.request_timeout_s)
-        return None
-    except ConnectionError as exc:   # a daemon or remote server went away: nothing to show, retried next time
-        log.warning("completion engine unavailable: %s", exc)
-        return None
-    finally:
-        if ls.inflight.get(uri) is me:
-            del ls.inflight[uri]
-    ls.served += 1
-    ls.latencies.append({**done.timings_ms, "handler": round((time.perf_counter() - t0) * 1e3, 3),
-                         "tokens": done.stats.generated_tokens,
-                         "reused_tokens": done.stats.reused_tokens,
-                         "acceptance_length": round(done.stats.acceptance_length, 3)})
-    return (done.text, position) if done.text else None
 
 
 def serve(config: ServerConfig, tcp_port: int | None = None) -> None:

@@ -260,3 +260,59 @@ async def test_multiline_never_and_speculative_k_settings(client):
     assert any("speculativeK" in m and "1..32" in m for m in logs)
     client.workspace_did_change_configuration(t.DidChangeConfigurationParams(
         settings={"eyas": {"multiline": "auto", "maxTokens": 16}}))
+
+
+def change(client, uri, version, line, character, text):
+    client.text_document_did_change(t.DidChangeTextDocumentParams(
+        t.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        [t.TextDocumentContentChangePartial(t.Range(t.Position(line, character), t.Position(line, character)), text)]))
+
+
+async def wait_for(predicate, client, timeout=20.0):
+    for _ in range(int(timeout / 0.05)):
+        st = await status(client)
+        if predicate(st):
+            return st
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out; last status {st}")
+
+
+async def test_typed_through_cache_and_prefetch(client):
+    """Typing into the ghost text answers from the cache (no engine call); after an answer the
+    next completion, as if it were accepted, is computed in the background, so accepting it and
+    asking again answers from the cache too."""
+    uri = "file:///ws/cache.py"
+    source = "import os\n\n\ndef list_files(root):\n    return sorted(os.listdir(root\n"
+    open_doc(client, uri, source)
+    client.workspace_did_change_configuration(t.DidChangeConfigurationParams(settings={"eyas": {"maxTokens": 24}}))
+    line, col = 4, len("    return sorted(os.listdir(root")
+    first = await inline(client, uri, line, col)
+    assert first is not None, "the pocket model proposes something at the end of this call"
+    text = first.items[0].insert_text
+    st = await wait_for(lambda s: s["prefetched"] >= 1, client)
+    served, hits = st["served"], st["cache"]["hits"]
+    change(client, uri, 2, line, col, text[0])                       # type its first character
+    typed = await inline(client, uri, line, col + 1)
+    assert typed is not None and typed.items[0].insert_text == text[1:]
+    st = await status(client)
+    assert st["served"] == served and st["cache"]["hits"] == hits + 1 and st["latency_ms"]["last"]["cached"]
+    change(client, uri, 3, line, col + 1, text[1:])                  # accept the rest
+    offset = source.index("root\n") + 4 + len(text)
+    now = source[:offset - len(text)] + text + source[offset - len(text):]
+    pos_line, pos_col = now.count("\n", 0, offset), offset - (now.rfind("\n", 0, offset) + 1)
+    await inline(client, uri, pos_line, pos_col)
+    st = await status(client)
+    assert st["served"] == served, "the pre-fetched completion answered"
+
+
+async def test_invoked_request_returns_distinct_candidates(client):
+    uri = "file:///ws/candidates.py"
+    open_doc(client, uri, "import os\n\n\ndef list_files(root):\n    \n")
+    served = (await status(client))["served"]
+    result = await inline(client, uri, 4, 4, kind=t.InlineCompletionTriggerKind.Invoked)
+    assert (await status(client))["served"] - served == 3     # one greedy run, two sampled
+    if result is not None:
+        texts = [item.insert_text for item in result.items]
+        assert 1 <= len(texts) <= 3 and len(set(texts)) == len(texts)
+    auto = await inline(client, uri, 4, 4)
+    assert auto is None or len(auto.items) == 1

@@ -9,6 +9,7 @@ old tree so only the damaged region is re-lexed. Every update yields a new immut
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, NamedTuple
@@ -189,6 +190,24 @@ class DocumentTrees:
                         previous.edit(*edit)
                 tree = self._parse(old.language, source, previous)
             self._documents[uri] = ParsedDocument(uri, old.language, text, tree, source, old.version + 1)
+
+    @contextmanager
+    def as_if(self, uri: str, text: str):
+        """The document as if its text were `text`, for one synchronous block (a pre-fetch builds
+        the context of a future request this way); the real snapshot and prefix anchor return after."""
+        with self._lock:
+            real, anchor = self._documents.get(uri), self.prefix_anchors.get(uri)
+            if real is None:
+                raise KeyError(f"unknown document {uri}")
+            self.update(uri, text)
+            try:
+                yield self._documents[uri]
+            finally:
+                self._documents[uri] = real
+                if anchor is None:
+                    self.prefix_anchors.pop(uri, None)
+                else:
+                    self.prefix_anchors[uri] = anchor
 
     def close(self, uri: str) -> None:
         with self._lock:

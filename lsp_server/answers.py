@@ -1,0 +1,127 @@
+"""What a completion request answers: the typed-through cache first, then the engine; candidates
+when the user asked explicitly; a pre-fetch of the next completion after each answer.
+
+Pre-fetch: once a completion is shown, the most likely next request is the one right after the user
+accepts it, so it is computed in the background on the document as it would then be, and stored in
+the cache. It runs only while nothing else does: every real request cancels it first (the engine
+stops between decode steps). Accepting just the first line needs no pre-fetch: the cache already
+answers with the rest of the shown completion there.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams, JsonRpcServerNotInitialized
+
+from .positions import PositionError
+
+log = logging.getLogger("eyas")
+CANDIDATES = 3               # on an explicit request (triggerKind Invoked)
+CANDIDATE_TEMPERATURE = 0.8  # the extra candidates are sampled: greedy would repeat the first
+
+
+@dataclass
+class Answer:
+    texts: list[str]
+    position: types.Position
+
+
+async def complete_at(ls, uri: str, position: types.Position, *, candidates: int = 1) -> Answer | None:
+    """Completions for a position (at most `candidates`, distinct), or None. The newest request per
+    document wins."""
+    if not ls.initialized:
+        raise JsonRpcServerNotInitialized("the server has not been initialized: send initialize first")
+    if ls.trees.get(uri) is None:
+        log.info("completion for a document that is not open: %s", uri)
+        return None
+    document = ls.workspace.get_text_document(uri)
+    if not ls.config.enabled_for(document.language_id):
+        return None
+    try:
+        cursor = ls.line_index(uri).offset(position, ls.workspace.position_encoding)
+    except PositionError as exc:
+        raise JsonRpcInvalidParams(f"bad position for {uri}: {exc}") from None
+    ls.cancel_prefetch()
+    text, t0 = document.source, time.perf_counter()
+    if ls.config.cache and candidates == 1 and (rest := ls.cache.get(uri, text, cursor)) is not None:
+        ls.record_latency({"total": _ms_since(t0), "cached": True, "tokens": 0, "acceptance_length": 0.0},
+                          document.language_id)
+        prefetch(ls, uri, text, cursor, rest, document.language_id)
+        return Answer([rest], position)
+
+    me = asyncio.current_task()
+    if (older := ls.inflight.get(uri)) is not None and older is not me:
+        older.cancel()
+    ls.inflight[uri] = me
+    try:
+        texts = await _from_engine(ls, uri, cursor, document.language_id, candidates)
+    except asyncio.TimeoutError:
+        log.warning("completion timed out after %.1f s", ls.config.request_timeout_s)
+        return None
+    except ConnectionError as exc:   # a daemon or remote server went away: nothing to show, retried next time
+        log.warning("completion engine unavailable: %s", exc)
+        return None
+    finally:
+        if ls.inflight.get(uri) is me:
+            del ls.inflight[uri]
+    if not texts:
+        return None
+    ls.cache.put(uri, text, cursor, texts[0])
+    prefetch(ls, uri, text, cursor, texts[0], document.language_id)
+    return Answer(texts, position)
+
+
+async def _from_engine(ls, uri: str, cursor: int, language_id: str, candidates: int) -> list[str]:
+    completer = await ls.ready_completer()
+    cfg = ls.config
+    extra = {"num_speculative_tokens": cfg.speculative_k} if cfg.speculative_k else {}
+    request = completer.prepare(uri, cursor, repo=ls.repo, multiline_mode=cfg.multiline_for(language_id))
+    texts: list[str] = []
+    for i in range(candidates):
+        if i:   # the first is the usual (greedy) answer; the others are seeded samples
+            extra = {**extra, "temperature": max(cfg.temperature, CANDIDATE_TEMPERATURE), "seed": i}
+        t0 = time.perf_counter()
+        done = await asyncio.wait_for(completer.run(request, **extra), timeout=cfg.request_timeout_s)
+        ls.served += 1
+        ls.record_latency({**done.timings_ms, "handler": _ms_since(t0), "cached": False,
+                           "tokens": done.stats.generated_tokens, "reused_tokens": done.stats.reused_tokens,
+                           "acceptance_length": round(done.stats.acceptance_length, 3)}, language_id)
+        if done.text and done.text not in texts:
+            texts.append(done.text)
+    return texts
+
+
+def prefetch(ls, uri: str, text: str, cursor: int, completion: str, language_id: str) -> None:
+    """Compute, in the background, the completion that follows `completion` once accepted."""
+    if not ls.config.prefetch or ls.completer is None:
+        return
+    future_text = text[:cursor] + completion + text[cursor:]
+    future_cursor = cursor + len(completion)
+    if ls.cache.has(uri, future_text, future_cursor):
+        return
+    ls.prefetching = asyncio.ensure_future(_prefetch(ls, uri, future_text, future_cursor, language_id))
+
+
+async def _prefetch(ls, uri: str, text: str, cursor: int, language_id: str) -> None:
+    await asyncio.sleep(0)   # the answer that triggered it goes out first
+    completer, cfg = ls.completer, ls.config
+    if completer is None or ls.trees.get(uri) is None:
+        return
+    try:
+        with ls.trees.as_if(uri, text):
+            request = completer.prepare(uri, cursor, repo=ls.repo, multiline_mode=cfg.multiline_for(language_id))
+        extra = {"num_speculative_tokens": cfg.speculative_k} if cfg.speculative_k else {}
+        done = await asyncio.wait_for(completer.run(request, **extra), timeout=cfg.request_timeout_s)
+    except (asyncio.TimeoutError, ConnectionError, ValueError) as exc:
+        log.info("pre-fetch dropped: %s", exc)
+        return
+    ls.prefetched += 1
+    ls.cache.put(uri, text, cursor, done.text)
+
+
+def _ms_since(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1e3, 3)
