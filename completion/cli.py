@@ -5,7 +5,9 @@
     eyas bench latency|spec|engines|engine ...  benchmarks (tables + JSON + PNG): LSP latency,
                                                 speculative modes, decode engines side by side
                                                 (llama.cpp, vLLM, HF), the engine daemon under load
+    eyas bench session ...                      typing sessions replayed: cache + pre-fetch before/after
     eyas eval acceptance|infill ...             model quality on HumanEval
+    eyas stats [--db PATH] [--json]             acceptance and latency from the local telemetry
     eyas engine serve [--engine torch|vllm]     the engine daemon editor windows share
     eyas train pocket|synth|drafter|drafter-fit training (target, drafter data, P-EAGLE / EAGLE-3
                                                 drafter, the quick in-memory drafter fit)
@@ -25,6 +27,7 @@ TOOLS = {
     ("bench", "spec"): "completion.evaluation.spec_bench:main",
     ("bench", "engines"): "completion.evaluation.engine_bench:main",
     ("bench", "engine"): "completion.evaluation.daemon_bench:main",
+    ("bench", "session"): "completion.evaluation.session_bench:main",
     ("engine", "serve"): "completion.engine.daemon:main",
     ("eval", "acceptance"): "completion.evaluation.acceptance:main",
     ("eval", "infill"): "completion.evaluation.infill:main",
@@ -146,7 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("which", choices=[w for c, w in TOOLS if c == command])
         p.add_argument("rest", nargs=argparse.REMAINDER, help="the tool's own arguments (try --help)")
 
+    p = sub.add_parser("stats", help="acceptance and latency from the local telemetry (nothing leaves the machine)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="--db PATH, --json")
+
     args = parser.parse_args(argv)
+    if args.command == "stats":
+        from completion.telemetry import main as stats
+        return stats(args.rest)
     if args.command == "serve":
         from lsp_server.config import ServerConfig
         from lsp_server.server import serve

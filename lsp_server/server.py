@@ -23,6 +23,7 @@ from pygls.uris import to_fs_path
 from completion.cache import CompletionCache
 from completion.context import DocumentTrees, language_for
 from completion.engine import load_engine
+from completion.telemetry import Telemetry, default_path
 from completion.service import Completer, CompletionSettings
 
 from .answers import CANDIDATES, complete_at
@@ -35,6 +36,7 @@ STATUS_METHOD = "eyas/status"
 ACCEPT_COMMAND = "eyas.accepted"             # the inline item's command: [uri, accepted characters]
 SHOWN_NOTIFICATION = "eyas/shown"            # {"uri", "length"}: the editor displayed a suggestion
 PARTIAL_NOTIFICATION = "eyas/partialAccept"  # {"uri", "length"}: the user took part of one (word/line)
+DISMISSED_NOTIFICATION = "eyas/dismissed"    # {"uri"}: the user waved a suggestion away (Escape)
 RECENT = 50   # latencies kept for eyas/status
 
 
@@ -51,7 +53,9 @@ class EyasServer(LanguageServer):
         self.latencies: deque[dict] = deque(maxlen=RECENT)
         self.served = 0
         # what the editors report, for acceptance rates (counts and characters)
-        self.events = {"shown": 0, "accepted": 0, "partial": 0, "shown_chars": 0, "accepted_chars": 0}
+        self.events = {"shown": 0, "accepted": 0, "partial": 0, "dismissed": 0, "shown_chars": 0,
+                       "accepted_chars": 0}
+        self.telemetry = Telemetry(default_path())
         self.initialized = False
         self.inline_client = False     # the client speaks textDocument/inlineCompletion
         self.repo = "workspace"
@@ -157,15 +161,19 @@ class EyasServer(LanguageServer):
 
     def record_latency(self, figures: dict, language_id: str | None) -> None:
         self.latencies.append(figures)
+        self.telemetry.log("request", language=language_id, engine=self.config.engine,
+                           latency_ms=figures["total"], cached=figures["cached"])
 
-    def record(self, event: str, length: object) -> None:
+    def record(self, event: str, uri: object, length: object) -> None:
         """An editor event; a length that is not a small count is ignored, never fatal."""
         self.events[event] += 1
-        if isinstance(length, int) and not isinstance(length, bool) and 0 <= length < 1 << 20:
-            if event == "shown":
-                self.events["shown_chars"] += length
-            else:
-                self.events["accepted_chars"] += length
+        if not (isinstance(length, int) and not isinstance(length, bool) and 0 <= length < 1 << 20):
+            length = None
+        if length is not None and event != "dismissed":
+            self.events["shown_chars" if event == "shown" else "accepted_chars"] += length
+        doc = self.workspace.text_documents.get(uri) if isinstance(uri, str) else None
+        self.telemetry.log(event, language=doc.language_id if doc else None, engine=self.config.engine,
+                           length=length)
 
     def status(self) -> dict:
         totals = [l["total"] for l in self.latencies]
@@ -268,15 +276,19 @@ def _register(ls: EyasServer) -> None:
 
     @ls.command(ACCEPT_COMMAND)
     def accepted(ls: EyasServer, *args):
-        ls.record("accepted", args[1] if len(args) > 1 else None)
+        ls.record("accepted", args[0] if args else None, args[1] if len(args) > 1 else None)
 
     @ls.feature(SHOWN_NOTIFICATION)
     def shown(ls: EyasServer, params=None):
-        ls.record("shown", getattr(params, "length", None))
+        ls.record("shown", getattr(params, "uri", None), getattr(params, "length", None))
 
     @ls.feature(PARTIAL_NOTIFICATION)
     def partially_accepted(ls: EyasServer, params=None):
-        ls.record("partial", getattr(params, "length", None))
+        ls.record("partial", getattr(params, "uri", None), getattr(params, "length", None))
+
+    @ls.feature(DISMISSED_NOTIFICATION)
+    def dismissed(ls: EyasServer, params=None):
+        ls.record("dismissed", getattr(params, "uri", None), None)
 
     @ls.feature(STATUS_METHOD)
     def status(ls: EyasServer, params=None):

@@ -2,6 +2,7 @@
 tests use a tiny random Qwen3 with the real Qwen3 tokenizer, built once per session."""
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # One torch thread, here and in the servers the tests start: tiny models on a shared 2-core
 # machine run many times faster without threads waiting on each other.
 os.environ.setdefault("EYAS_THREADS", "1")
+# servers the tests start keep their local telemetry here, not in the user's state folder
+os.environ.setdefault("EYAS_TELEMETRY", os.path.join(tempfile.mkdtemp(prefix="eyas-telemetry-"), "telemetry.sqlite"))
 torch.set_num_threads(1)
 
 SERVER_CMD = [sys.executable, "-m", "completion.cli", "serve"]

@@ -1,5 +1,7 @@
 """End to end over real stdio: the `eyas serve` process with the embedded pocket pair."""
 import asyncio
+import os
+from pathlib import Path
 
 import pytest
 import pytest_lsp
@@ -7,6 +9,7 @@ from lsprotocol import types as t
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
+from completion.telemetry import summarize
 from conftest import SERVER_CMD
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -246,6 +249,9 @@ async def test_editor_events_count_towards_acceptance(client):
     assert st["shown"] - before["shown"] == 3 and st["shown_chars"] - before["shown_chars"] == 12
     assert st["partial"] - before["partial"] == 1 and st["accepted"] - before["accepted"] == 1
     assert st["accepted_chars"] - before["accepted_chars"] == 12
+    # the same events, kept locally for `eyas stats` (conftest points EYAS_TELEMETRY at a temp file)
+    local = summarize(Path(os.environ["EYAS_TELEMETRY"]))["language"]["python"]
+    assert local["shown"] >= 2 and local["accepted"] >= 1 and local["partials"] >= 1 and local["requests"] >= 1
 
 
 async def test_multiline_never_and_speculative_k_settings(client):
