@@ -6,6 +6,11 @@ accepts it, so it is computed in the background on the document as it would then
 the cache. It runs only while nothing else does: every real request cancels it first (the engine
 stops between decode steps). Accepting just the first line needs no pre-fetch: the cache already
 answers with the rest of the shown completion there.
+
+KV warm-up: after a document is opened, saved or edited and the server has been idle for a moment,
+the prompt at the document's caret (after its last edit, else its last completion) is prefilled (no tokens generated), so the
+engine's prefix cache holds the stable part of the next prompt (repo snippets, file header, the
+text above the cursor) before the user asks.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from .positions import PositionError
 log = logging.getLogger("eyas")
 CANDIDATES = 3               # on an explicit request (triggerKind Invoked)
 CANDIDATE_TEMPERATURE = 0.8  # the extra candidates are sampled: greedy would repeat the first
+WARM_AFTER_S = 0.5           # idle time before a KV warm-up starts (typing keeps cancelling it)
 
 
 @dataclass
@@ -45,7 +51,8 @@ async def complete_at(ls, uri: str, position: types.Position, *, candidates: int
         cursor = ls.line_index(uri).offset(position, ls.workspace.position_encoding)
     except PositionError as exc:
         raise JsonRpcInvalidParams(f"bad position for {uri}: {exc}") from None
-    ls.cancel_prefetch()
+    ls.cancel_background()
+    ls.last_cursor[uri] = cursor
     text, t0 = document.source, time.perf_counter()
     if ls.config.cache and candidates == 1 and (rest := ls.cache.get(uri, text, cursor)) is not None:
         ls.record_latency({"total": _ms_since(t0), "cached": True, "tokens": 0, "acceptance_length": 0.0},
@@ -88,7 +95,8 @@ async def _from_engine(ls, uri: str, cursor: int, language_id: str, candidates: 
         done = await asyncio.wait_for(completer.run(request, **extra), timeout=cfg.request_timeout_s)
         ls.served += 1
         ls.record_latency({**done.timings_ms, "handler": _ms_since(t0), "cached": False,
-                           "tokens": done.stats.generated_tokens, "reused_tokens": done.stats.reused_tokens,
+                           "tokens": done.stats.generated_tokens, "prompt_tokens": done.stats.prompt_tokens,
+                           "reused_tokens": done.stats.reused_tokens,
                            "acceptance_length": round(done.stats.acceptance_length, 3)}, language_id)
         if done.text and done.text not in texts:
             texts.append(done.text)
@@ -103,7 +111,7 @@ def prefetch(ls, uri: str, text: str, cursor: int, completion: str, language_id:
     future_cursor = cursor + len(completion)
     if ls.cache.has(uri, future_text, future_cursor):
         return
-    ls.prefetching = asyncio.ensure_future(_prefetch(ls, uri, future_text, future_cursor, language_id))
+    ls.background = asyncio.ensure_future(_prefetch(ls, uri, future_text, future_cursor, language_id))
 
 
 async def _prefetch(ls, uri: str, text: str, cursor: int, language_id: str) -> None:
@@ -116,11 +124,35 @@ async def _prefetch(ls, uri: str, text: str, cursor: int, language_id: str) -> N
             request = completer.prepare(uri, cursor, repo=ls.repo, multiline_mode=cfg.multiline_for(language_id))
         extra = {"num_speculative_tokens": cfg.speculative_k} if cfg.speculative_k else {}
         done = await asyncio.wait_for(completer.run(request, **extra), timeout=cfg.request_timeout_s)
-    except (asyncio.TimeoutError, ConnectionError, ValueError) as exc:
+    except Exception as exc:   # best effort: a failure here must not surface anywhere
         log.info("pre-fetch dropped: %s", exc)
         return
     ls.prefetched += 1
     ls.cache.put(uri, text, cursor, done.text)
+
+
+def warm(ls, uri: str) -> None:
+    """Prefill the document's next prompt in idle time, after any pre-fetch under way."""
+    if ls.config.prefetch and ls.completer is not None and not ls.inflight:
+        running = ls.background if ls.background is not None and not ls.background.done() else None
+        ls.background = asyncio.ensure_future(_warm(ls, uri, running))
+
+
+async def _warm(ls, uri: str, after: asyncio.Task | None) -> None:
+    if after is not None:
+        await after   # a real request cancels this warm-up, and through it the pre-fetch
+    await asyncio.sleep(WARM_AFTER_S)
+    completer, document = ls.completer, ls.workspace.text_documents.get(uri)
+    if completer is None or document is None or ls.trees.get(uri) is None:
+        return
+    cursor = min(ls.last_cursor.get(uri, 0), len(document.source))
+    request = completer.prepare(uri, cursor, repo=ls.repo, multiline_mode=ls.config.multiline_for(document.language_id))
+    try:
+        await asyncio.wait_for(completer.run(request, max_tokens=0), timeout=ls.config.request_timeout_s)
+    except Exception as exc:   # best effort, like the pre-fetch
+        log.info("warm-up dropped: %s", exc)
+        return
+    ls.warmed += 1
 
 
 def _ms_since(t0: float) -> float:

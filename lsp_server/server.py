@@ -26,9 +26,9 @@ from completion.engine import load_engine
 from completion.telemetry import Telemetry, default_path
 from completion.service import Completer, CompletionSettings
 
-from .answers import CANDIDATES, complete_at
+from .answers import CANDIDATES, complete_at, warm
 from .config import ServerConfig
-from .positions import LineIndex
+from .positions import LineIndex, PositionError
 
 log = logging.getLogger("eyas")
 VERSION = "0.1.0"
@@ -61,8 +61,9 @@ class EyasServer(LanguageServer):
         self.repo = "workspace"
         self.line_indexes: dict[str, LineIndex] = {}   # per document, rebuilt when its text changes
         self.cache = CompletionCache()
-        self.prefetching: asyncio.Task | None = None
-        self.prefetched = 0
+        self.background: asyncio.Task | None = None   # a pre-fetch or a KV warm-up; real requests cancel it
+        self.prefetched = self.warmed = 0
+        self.last_cursor: dict[str, int] = {}          # per document: where completions were last asked
 
     # -- model ---------------------------------------------------------------------------------
     def start_loading(self) -> None:
@@ -154,10 +155,13 @@ class EyasServer(LanguageServer):
             index = self.line_indexes[uri] = LineIndex(source)
         return index
 
-    def cancel_prefetch(self) -> None:
-        if self.prefetching is not None:
-            self.prefetching.cancel()
-            self.prefetching = None
+    def cancel_background(self) -> None:
+        if self.background is not None:
+            self.background.cancel()
+            self.background = None
+
+    def idle(self) -> bool:
+        return not self.inflight and (self.background is None or self.background.done())
 
     def record_latency(self, figures: dict, language_id: str | None) -> None:
         self.latencies.append(figures)
@@ -188,6 +192,7 @@ class EyasServer(LanguageServer):
             "trained": info.trained if info else None,
             "note": info.note if info else "",
             "served": self.served, **self.events, "prefetched": self.prefetched,
+            "warmed": self.warmed,
             "cache": {"hits": self.cache.hits, "misses": self.cache.misses},
             "acceptance_length": round(statistics.fmean(spec), 3) if spec else None,
             "latency_ms": {"last": list(self.latencies)[-1] if self.latencies else None,
@@ -222,12 +227,25 @@ def _register(ls: EyasServer) -> None:
     def did_open(ls: EyasServer, params: types.DidOpenTextDocumentParams):
         d = params.text_document
         ls.trees.open(d.uri, language_for(d.language_id, to_fs_path(d.uri) or d.uri), d.text)
+        warm(ls, d.uri)
 
     @ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: EyasServer, params: types.DidChangeTextDocumentParams):
         uri = params.text_document.uri
         if ls.trees.get(uri) is not None:   # pygls has already applied the edits
             ls.trees.update(uri, ls.workspace.get_text_document(uri).source)
+            last = params.content_changes[-1] if params.content_changes else None
+            if isinstance(last, types.TextDocumentContentChangePartial):   # the caret sits after it
+                try:
+                    at = ls.line_index(uri).offset(last.range.start, ls.workspace.position_encoding)
+                    ls.last_cursor[uri] = at + len(last.text)
+                except PositionError:
+                    pass
+            warm(ls, uri)
+
+    @ls.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: EyasServer, params: types.DidSaveTextDocumentParams):
+        warm(ls, params.text_document.uri)
 
     @ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: EyasServer, params: types.DidCloseTextDocumentParams):
@@ -235,6 +253,7 @@ def _register(ls: EyasServer) -> None:
         ls.trees.close(uri)
         ls.line_indexes.pop(uri, None)
         ls.cache.forget(uri)
+        ls.last_cursor.pop(uri, None)
         if (task := ls.inflight.pop(uri, None)) is not None:
             task.cancel()
 

@@ -322,3 +322,16 @@ async def test_invoked_request_returns_distinct_candidates(client):
         assert 1 <= len(texts) <= 3 and len(set(texts)) == len(texts)
     auto = await inline(client, uri, 4, 4)
     assert auto is None or len(auto.items) == 1
+
+
+async def test_idle_edit_warms_the_prefix_cache(client):
+    """An edit followed by a pause prefills the next prompt, so the request that follows reuses it."""
+    uri = "file:///ws/warm.py"
+    open_doc(client, uri, SOURCE)
+    await inline(client, uri, 4, 4)
+    warmed = (await status(client))["warmed"]
+    change(client, uri, 2, 4, 4, "x = w\n    ")            # type a line at the cursor, then pause
+    await wait_for(lambda s: s["warmed"] > warmed, client)
+    await inline(client, uri, 5, 4)
+    last = (await status(client))["latency_ms"]["last"]
+    assert last["reused_tokens"] >= last["prompt_tokens"] - 1    # all of it was prefilled already

@@ -35,6 +35,8 @@ def test_ghost_text_in_neovim(tmp_path):
         "EYAS_CMD": str(EYAS) if EYAS.exists() else "eyas",
         "EYAS_TEST_FILE": str(source),
         "EYAS_RESULT": str(result_file),
+        # settings travel as initializationOptions; "always" makes a multi-line suggestion likely
+        "EYAS_SETTINGS": json.dumps({"multiline": "always", "maxTokens": 48}),
         "EYAS_BUILTIN": "0",   # on 0.12+ too: test our ghost text, not Neovim's
         # keep Neovim's logs, shada and state out of the user's folders (lsp.log lands here)
         "XDG_STATE_HOME": str(tmp_path / "state"),
