@@ -10,7 +10,7 @@ from completion.evaluation.latency_bench import SourceFile
 
 
 @pytest.mark.parametrize("suggestion, after, repeats", [
-    ("x + 1)", ")\n", False),                          # closes the '(' typed before: the suffix's ')' is its own
+    ("bar(x)", ")\n", False),                         # opens and closes its own: the suffix's ')' stays needed
     ("y)", ")\n", True),                              # the ')' after the cursor already closes it
     ("foo(a))", ")\n", True),
     ("return total\n", "\n    return total\n", True),  # re-types the next line
