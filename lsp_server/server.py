@@ -37,6 +37,7 @@ ACCEPT_COMMAND = "eyas.accepted"             # the inline item's command: [uri, 
 SHOWN_NOTIFICATION = "eyas/shown"            # {"uri", "length"}: the editor displayed a suggestion
 PARTIAL_NOTIFICATION = "eyas/partialAccept"  # {"uri", "length"}: the user took part of one (word/line)
 DISMISSED_NOTIFICATION = "eyas/dismissed"    # {"uri"}: the user waved a suggestion away (Escape)
+YANK_NOTIFICATION = "eyas/yank"              # {"uri", "text"}: text the user yanked/copied, for context
 RECENT = 50   # latencies kept for eyas/status
 
 
@@ -304,6 +305,12 @@ def _register(ls: EyasServer) -> None:
     @ls.feature(PARTIAL_NOTIFICATION)
     def partially_accepted(ls: EyasServer, params=None):
         ls.record("partial", getattr(params, "uri", None), getattr(params, "length", None))
+
+    @ls.feature(YANK_NOTIFICATION)
+    def yanked(ls: EyasServer, params=None):
+        text, uri = getattr(params, "text", None), getattr(params, "uri", None)
+        if isinstance(text, str):
+            ls.trees.recent.add(uri if isinstance(uri, str) else "untitled:yank", text, "yanked")
 
     @ls.feature(DISMISSED_NOTIFICATION)
     def dismissed(ls: EyasServer, params=None):

@@ -438,8 +438,11 @@ def test_cross_file_definition_snippets():
     cursor = _MAIN.index("return ") + len("return ")
     context = build_context(trees, "file:///proj/pkg/main.py", cursor, approx_tokens)
     assert context.path == "pkg/main.py"
-    texts = [snippet.text for snippet in context.snippets]
-    assert all(snippet.path == "pkg/utils.py" and snippet.kind == "definition" for snippet in context.snippets)
+    texts = [snippet.text for snippet in context.snippets if snippet.kind == "definition"]
+    assert all(snippet.path == "pkg/utils.py" for snippet in context.snippets)
+    # definitions first, then recent chunks (utils.py was opened: its top was seen)
+    kinds = [snippet.kind for snippet in context.snippets]
+    assert kinds == sorted(kinds, key=lambda k: k != "definition") and set(kinds) <= {"definition", "viewed"}
     # nearest use first: compute_total (line above) before Ledger (two lines above)
     assert texts[0].startswith("def compute_total(items, tax):") and "return sum(items)" in texts[0]
     ledger = texts[1]
@@ -662,3 +665,50 @@ def test_typing_keeps_the_prefix_window_start(qwen_tokenizer):
     # far away, the window moves
     moved = build_context(trees, uri, 1000, count, budget)
     assert not moved.prefix.startswith(first.prefix[:200])
+
+
+# ------------------------------------------------------------------------------------- recent chunks
+
+_NOTES = "\n".join(f"def note_{i}(book, page):\n    return book.pages[page] * {i}\n" for i in range(12))
+
+
+def test_recent_edits_fill_the_snippet_budget_after_definitions():
+    trees = DocumentTrees(workspace_roots=["file:///proj"])
+    trees.open("file:///proj/notes.py", "python", _NOTES)
+    edited = _NOTES.replace("book.pages[page] * 7", "book.pages[page] * 7 + offset_seven")
+    trees.update("file:///proj/notes.py", edited)                # an edit far from where we complete next
+    main = "import notes\n\n\ndef read(book):\n    return \n"
+    trees.open("file:///proj/main.py", "python", main)
+    context = build_context(trees, "file:///proj/main.py", main.index("return ") + 7, approx_tokens)
+    recent = [s for s in context.snippets if s.kind != "definition"]
+    assert any(s.kind == "edited" and "offset_seven" in s.text and s.path == "notes.py" for s in recent)
+    assert not any("def read(book)" in s.text for s in recent)   # the current window is not repeated
+    small = build_context(trees, "file:///proj/main.py", main.index("return ") + 7, approx_tokens,
+                          ContextBudget(snippet_tokens=8))
+    assert not [s for s in small.snippets if s.kind != "definition"]   # no room: none
+
+
+def test_recent_chunks_evict_near_duplicates_and_keep_the_ring_small():
+    from completion.context.recent import CAPACITY, RecentChunks
+    ring = RecentChunks()
+    for n in range(5):                                           # typing in one place: one chunk
+        ring.add("u", "def total(items):\n    return sum(items) + " + "x" * n, "edited")
+    assert len(ring.chunks) == 1 and ring.chunks[0].text.endswith("xxxx")
+    ring.add("u", "}", "edited")                                 # too small to matter
+    assert len(ring.chunks) == 1
+    for i in range(CAPACITY + 5):
+        ring.add(f"u{i}", f"alpha{i} beta{i} gamma{i} delta{i} eps{i}", "yanked")
+    assert len(ring.chunks) == CAPACITY
+    assert all(c.uri != "u3" for c in ring.chunks)               # the oldest went first
+    ranked = ring.relevant(f"alpha{CAPACITY} beta{CAPACITY} other words here and more and more", "")
+    assert ranked[0].uri == f"u{CAPACITY}"                       # the most similar first
+    assert ring.relevant(f"alpha{CAPACITY} beta{CAPACITY} gamma{CAPACITY} delta{CAPACITY}", "")[0].uri != f"u{CAPACITY}"
+
+
+def test_hypothetical_documents_leave_no_recent_chunk():
+    trees = DocumentTrees()
+    trees.open("file:///a.py", "python", _NOTES)
+    before = list(trees.recent.chunks)
+    with trees.as_if("file:///a.py", _NOTES + "\ndef brand_new_function(xyz, abc, qrs):\n    pass\n"):
+        pass
+    assert list(trees.recent.chunks) == before and trees.get("file:///a.py").text == _NOTES

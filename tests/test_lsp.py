@@ -243,6 +243,8 @@ async def test_editor_events_count_towards_acceptance(client):
     client.protocol.notify("eyas/partialAccept", {"uri": "file:///ws/events.py", "length": 5})
     client.protocol.notify("eyas/shown", {"uri": "file:///ws/events.py", "length": "lots"})
     client.protocol.notify("eyas/shown", None)
+    client.protocol.notify("eyas/yank", {"uri": "file:///ws/events.py", "text": "def helper(a, b, c):\n    return a"})
+    client.protocol.notify("eyas/yank", {"text": 42})
     await client.workspace_execute_command_async(
         t.ExecuteCommandParams(command="eyas.accepted", arguments=["file:///ws/events.py", 7]))
     st = await status(client)

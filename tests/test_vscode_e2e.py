@@ -183,3 +183,5 @@ def test_inline_completion_accepted_in_vscode(tmp_path):
     assert statuses and statuses[-1]["accepted"] >= 1 and statuses[-1]["accepted_chars"] > 0, statuses
     assert statuses[-1]["shown"] >= 1 and statuses[-1]["served"] >= 1, statuses[-1]
     assert (ARTIFACTS / "vscode-inline.png").stat().st_size > 10_000
+    # a click on the status bar item toggled completions off
+    assert "Eyas off" in result["statusBarOff"], result

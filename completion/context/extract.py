@@ -8,7 +8,7 @@ from typing import Callable
 from .budget import TokenMeter, fit
 from .languages import SPECS
 from .lines import text_lines
-from .snippets import Snippet, collect_snippets
+from .snippets import SEPARATOR, Snippet, collect_snippets, recent_snippets
 from .syntax import LineRange, cursor_node_type, header_range, indented_headers, scope_nodes
 from .trees import DocumentTrees, decode
 from .windows import PrefixBuilder, SuffixBuilder
@@ -67,13 +67,18 @@ def build_context(trees: DocumentTrees, uri: str, cursor: int, count_tokens: Cal
     extra = min(prefix_builder.extra_bytes, len(prefix_bytes)) if prefix_bytes else 0
     suffix_bytes = fit(SuffixBuilder(source, offset, root, spec).build, budget.suffix_tokens, meter)
     line_prefix, line_suffix = cursor_line(text, cursor)
+    prefix, suffix = decode(prefix_bytes), decode(suffix_bytes)
+    # definitions first; recent edits, views and yanks share what they leave of the budget
+    snippets = collect_snippets(trees, document, offset, meter, budget.snippet_tokens)
+    used = meter.estimate(sum(len(s.text.encode("utf-8", "surrogatepass")) + len(SEPARATOR) for s in snippets))
+    snippets += recent_snippets(trees, prefix, suffix, meter, int(budget.snippet_tokens - used))
 
     return CodeContext(
         path=trees.display_path(uri),
         language=document.language,
-        prefix=decode(prefix_bytes),
-        suffix=decode(suffix_bytes),
-        snippets=collect_snippets(trees, document, offset, meter, budget.snippet_tokens),
+        prefix=prefix,
+        suffix=suffix,
+        snippets=snippets,
         line_prefix=line_prefix,
         line_suffix=line_suffix,
         cursor_node=cursor_node,

@@ -122,3 +122,31 @@ def _confirm(trees, chosen, meter: TokenMeter, budget: int) -> list[Snippet]:
             kept.append(item)
         chosen = kept if len(kept) < len(chosen) else chosen[:-1]
     return [Snippet(trees.display_path(document.uri), definition.text, "definition") for document, definition in chosen]
+
+
+LOCAL_CHARS = 1500   # the text either side of the cursor that recent chunks are compared with
+
+
+def recent_snippets(trees: "DocumentTrees", prefix: str, suffix: str, meter: TokenMeter,
+                    budget: int) -> list[Snippet]:
+    """Recent chunks (edited, viewed, yanked) for what is left of the snippet budget: the most
+    similar to the cursor's surroundings first, listed in ring order (see recent.py)."""
+    if budget <= 0:
+        return []
+    window = prefix + suffix
+    ranked = trees.recent.relevant(prefix[-LOCAL_CHARS:] + suffix[:LOCAL_CHARS], window)
+    room = budget * meter.bytes_per_token * FILL
+    chosen, used = [], 0
+    for chunk in ranked:
+        size = len(chunk.text) + len(SEPARATOR)
+        if used + size <= room:
+            chosen.append(chunk)
+            used += size
+    while chosen:   # one real count; drop the least relevant until it fits
+        joined = SEPARATOR.join(c.text for c in chosen)
+        if meter.count(joined, len(joined.encode("utf-8", "surrogatepass"))) <= budget:
+            break
+        chosen.pop()
+    order = {id(c): i for i, c in enumerate(trees.recent.chunks)}
+    chosen.sort(key=lambda c: order[id(c)])
+    return [Snippet(trees.display_path(c.uri), c.text, c.kind) for c in chosen]

@@ -18,6 +18,7 @@ from tree_sitter import Parser, Tree
 
 from .languages import LANGUAGES, language_for, new_parser
 from .paths import display_path
+from .recent import RecentChunks
 
 if TYPE_CHECKING:
     from .definitions import DefinitionIndex
@@ -158,6 +159,8 @@ class DocumentTrees:
         # Where each document's last prefix window started (a byte offset): keeping it while the
         # user types keeps the prompt's prefix stable, so the engine reuses its KV cache.
         self.prefix_anchors: dict[str, int] = {}
+        # Recently edited / viewed / yanked chunks, for the prompt's snippets (see recent.py).
+        self.recent = RecentChunks()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -168,9 +171,11 @@ class DocumentTrees:
         with self._lock:
             tree = self._parse(language, source, None)
             self._documents[uri] = ParsedDocument(uri, language, text, tree, source)
+            self.recent.add_lines_around(uri, source, 0, "viewed")   # an opened file shows its top
 
-    def update(self, uri: str, text: str) -> None:
-        """Replace the document's full text, re-parsing only what the edit touched."""
+    def update(self, uri: str, text: str, *, remember: bool = True) -> None:
+        """Replace the document's full text, re-parsing only what the edit touched. `remember`:
+        keep the lines around the edit among the recent chunks."""
         with self._lock:
             old = self._documents.get(uri)
             if old is None:
@@ -179,11 +184,13 @@ class DocumentTrees:
             if text == old.text:
                 return
             source = encode(text)
+            edit = minimal_edit(old.source, source) if len(source) <= MAX_PARSED_BYTES else None
+            if remember and edit is not None:
+                self.recent.add_lines_around(uri, source, edit.start_byte, "edited")
             tree = None
             if old.language is not None:
                 previous = None
                 if old.tree is not None and len(source) <= MAX_PARSED_BYTES:
-                    edit = minimal_edit(old.source, source)
                     if edit is not None:
                         # edit a copy: the old snapshot may still be in use by a request
                         previous = old.tree.copy()
@@ -199,7 +206,7 @@ class DocumentTrees:
             real, anchor = self._documents.get(uri), self.prefix_anchors.get(uri)
             if real is None:
                 raise KeyError(f"unknown document {uri}")
-            self.update(uri, text)
+            self.update(uri, text, remember=False)
             try:
                 yield self._documents[uri]
             finally:
