@@ -67,13 +67,38 @@ def test_infill_eval_writes_json(tiny_pair, tmp_path):
     threads = torch.get_num_threads()
     try:
         assert main(["--model", str(target_dir), "--draft", str(peagle_dir), "--limit", "1", "--max-tokens", "6",
-                     "--out", str(out)]) == 0
+                     "--cross-file", "0", "--out", str(out)]) == 0
     finally:
         torch.set_num_threads(threads)
     report = json.loads(out.read_text())
     assert report["cases"] == len(report["records"]) > 0 and report["problems"] == 1
     assert 0.0 <= report["exact_match"] <= 1.0 and 0.0 <= report["edit_similarity"] <= 1.0
     assert all("\n" not in r["prediction"] for r in report["records"])
+
+
+def test_cross_file_cases_and_eval(tiny_pair, tmp_path):
+    """Lines that use a sibling module's name, completed through the editor pipeline with and
+    without the sibling open."""
+    import asyncio
+
+    from completion.engine.torch_engine import TorchEngine
+    from completion.evaluation.infill import crossfile_cases, crossfile_eval
+
+    pkg = tmp_path / "toypkg"
+    pkg.mkdir()
+    (pkg / "shapes.py").write_text("def area(w, h):\n    return w * h\n\n\nclass Box:\n    pass\n")
+    (pkg / "main.py").write_text("from .shapes import area, Box\n\n\ndef total(items):\n"
+                                 "    box = Box()\n    return sum(area(w, h) for w, h in items)\n")
+    cases = crossfile_cases(10, root=tmp_path, packages=("toypkg",))
+    assert [(c.path.name, [s.name for s in c.siblings], c.target) for c in cases] == [
+        ("main.py", ["shapes.py"], "box = Box()"),
+        ("main.py", ["shapes.py"], "return sum(area(w, h) for w, h in items)")]
+    assert cases[0].prefix.endswith("def total(items):\n    ") and cases[0].suffix.startswith("\n    return")
+    engine = TorchEngine.load(str(tiny_pair[0]), device="cpu")
+    result = asyncio.run(crossfile_eval(engine, cases, 6))
+    for setting in ("without", "with"):
+        assert result[setting]["cases"] == 2 and 0 <= result[setting]["edit_similarity"] <= 1
+        assert all("\n" not in r["prediction"] for r in result[setting]["records"])
 
 
 def test_infill_cases_cut_canonical_solutions():

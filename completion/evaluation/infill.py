@@ -7,15 +7,23 @@ expected completion is the line itself (its indentation included). The prompt is
 the first newline (or a stop token). Metrics over all cases: exact match (trailing whitespace
 ignored) and edit similarity 1 - Levenshtein(pred, line) / max(len(pred), len(line)).
 
-    eyas eval infill [--model DIR] [--draft DIR] [--limit N] [--max-tokens 48] [--out out/eval/infill.json]
+    eyas eval infill [--model DIR] [--draft DIR] [--limit N] [--max-tokens 48] [--cross-file 200]
+                     [--out out/eval/infill.json]
 
 With --draft the engine decodes with P-EAGLE (the output is the plain greedy output either way).
+
+Cross-file context (`--cross-file N`, 0 to skip): N lines cut from multi-module packages of this
+machine's Python that the pocket model never trained on (the system interpreter's site-packages),
+each line using a name that a sibling module defines. Each is completed through the editor's own
+pipeline (`Completer`: tree-sitter context, definitions and recent chunks, FIM prompt) twice: with
+only the file open, and with its package's sibling modules open too. Same metrics, side by side.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -45,6 +53,80 @@ def infill_cases(problems: list[dict]) -> list[InfillCase]:
             cases.append(InfillCase(p["task_id"], i, p["prompt"] + "".join(lines[:i]), "".join(lines[i + 1:]),
                                     line.rstrip("\r\n")))
     return cases
+
+
+CROSS_FILE_PACKAGES = ("werkzeug", "flask", "traitlets", "jinja2", "click", "markupsafe", "itsdangerous",
+                       "requests", "urllib3", "idna", "cffi", "docutils", "babel")
+_TOP_NAME = re.compile(r"^(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)", re.M)
+
+
+@dataclass
+class CrossFileCase:
+    path: Path
+    siblings: list[Path]    # modules of the same package that define a name the line uses
+    prefix: str
+    suffix: str
+    target: str
+
+
+def crossfile_cases(limit: int, per_file: int = 4, root: Path | None = None,
+                    packages: tuple[str, ...] = CROSS_FILE_PACKAGES) -> list[CrossFileCase]:
+    """Lines that use a name defined in a sibling module (and not in their own file)."""
+    import sysconfig
+    root = root or Path(sysconfig.get_paths()["stdlib"]) / "site-packages"
+    cases: list[CrossFileCase] = []
+    for package in packages:
+        modules = sorted(p for p in (root / package).rglob("*.py") if "tests" not in p.parts)
+        texts = {p: p.read_text(encoding="utf-8", errors="replace") for p in modules if p.stat().st_size < 200_000}
+        defined = {p: set(_TOP_NAME.findall(t)) for p, t in texts.items()}
+        for path, text in texts.items():
+            others = {n: q for q in texts if q.parent == path.parent and q != path for n in defined[q]}
+            lines, found = text.splitlines(keepends=True), 0
+            for i, line in enumerate(lines):
+                body = line.strip()
+                if not body or body.startswith(("#", "def ", "class ", "@", "import ", "from ", '"', "'")) \
+                        or len(body) > 100:
+                    continue
+                used = [others[w] for w in re.findall(r"[A-Za-z_]\w*", body) if w in others and w not in defined[path]]
+                if not used:
+                    continue
+                indent = line[:len(line) - len(line.lstrip())]
+                cases.append(CrossFileCase(path, sorted(set(used)), "".join(lines[:i]) + indent,
+                                           "\n" + "".join(lines[i + 1:]), body))
+                found += 1
+                if found == per_file or len(cases) == limit:
+                    break
+            if len(cases) == limit:
+                return cases
+    return cases
+
+
+async def crossfile_eval(engine, cases: list[CrossFileCase], max_tokens: int) -> dict:
+    """EM / ES of the editor pipeline without and with the sibling modules open."""
+    from completion.context import DocumentTrees
+    from completion.service import Completer, CompletionSettings
+
+    results = {}
+    for setting in ("without", "with"):
+        records, t0 = [], time.perf_counter()
+        for n, c in enumerate(cases):
+            trees = DocumentTrees(workspace_roots=[c.path.parent.parent.as_uri()])
+            if setting == "with":
+                for sibling in c.siblings[:6]:
+                    trees.open(sibling.as_uri(), "python", sibling.read_text(encoding="utf-8", errors="replace"))
+            uri = c.path.as_uri()
+            trees.open(uri, "python", c.prefix + c.suffix)
+            completer = Completer(engine, trees, CompletionSettings(max_tokens=max_tokens))
+            done = await completer.complete(uri, len(c.prefix), repo=c.path.parent.name, multiline_mode="never")
+            pred = first_line(done.text)
+            records.append({"path": str(c.path), "target": c.target, "prediction": pred,
+                            "exact_match": exact_match(pred, c.target),
+                            "edit_similarity": edit_similarity(pred, c.target)})
+        s = summarize([{**r, "task_id": r["path"]} for r in records])
+        log(f"  cross-file {setting} context: EM {s['exact_match']:.3f} ES {s['edit_similarity']:.3f} "
+            f"({time.perf_counter() - t0:.0f}s)")
+        results[setting] = {**s, "records": records}
+    return results
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -109,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=None, help="speculative tokens per step (default: the drafter's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--humaneval", default=None)
+    ap.add_argument("--cross-file", type=int, default=200, metavar="N",
+                    help="also N cross-file cases, with and without sibling modules open (0: skip)")
     ap.add_argument("--out", default="out/eval/infill.json")
     args = ap.parse_args(argv)
     if args.threads:
@@ -148,12 +232,23 @@ def main(argv: list[str] | None = None) -> int:
 
     records = asyncio.run(run_all())
     summary = summarize(records)
+    cross = {}
+    if args.cross_file:
+        xcases = crossfile_cases(args.cross_file)
+        log(f"{len(xcases)} cross-file cases from {len({c.path for c in xcases})} files")
+        cross = asyncio.run(crossfile_eval(engine, xcases, args.max_tokens))
     print(f"\ninfill on HumanEval canonical solutions: {summary['cases']} lines from {summary['problems']} problems")
     print(f"exact match {100 * summary['exact_match']:.1f}%   edit similarity {100 * summary['edit_similarity']:.1f}%")
+    if cross:
+        print(f"\ncross-file lines ({cross['with']['cases']} from {cross['with']['problems']} files), editor pipeline:")
+        print(f"{'':24}{'exact match':>14}{'edit similarity':>18}")
+        for setting in ("without", "with"):
+            r = cross[setting]
+            print(f"{setting + ' sibling modules':24}{100 * r['exact_match']:>13.1f}%{100 * r['edit_similarity']:>17.1f}%")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"target": args.model, "draft": draft, "max_tokens": args.max_tokens, **summary,
-                               "records": records}, indent=1) + "\n")
+                               "records": records, "cross_file": cross}, indent=1) + "\n")
     print(f"wrote {out}")
     asyncio.run(engine.close())
     return 0
