@@ -158,7 +158,7 @@ def test_quick_bench_writes_every_column(tiny_pair, tmp_path, capsys):
         torch.set_num_threads(threads)
     report = json.loads(out.read_text())
     cells = {(c["peer"], c["precision"]): c for c in report["cells"]}
-    assert set(cells) == {(p, q) for p in PEERS for q in ("f32", "bf16", "q8_0")}
+    assert set(cells) == {(p, q) for p in PEERS for q in ("f32", "bf16", "int8", "q8_0")}
     for c in cells.values():
         assert c["status"] in ("measured", "skipped")
         if c["status"] == "skipped":
@@ -174,6 +174,10 @@ def test_quick_bench_writes_every_column(tiny_pair, tmp_path, capsys):
             assert all(m["agree"] == 8 for m in cells[(peer, precision)]["lengths"].values())
         assert "make install-vllm" in cells[("vllm-peagle", precision)]["reason"]
     assert "not offered" in cells[("eyas-plain", "q8_0")]["reason"]
+    for peer in ("eyas-plain", "eyas-peagle"):   # int8 weights: Eyas only, lossless against its own plain
+        assert cells[(peer, "int8")]["status"] == "measured", cells[(peer, "int8")]
+    assert all(m["agree"] == 8 for m in cells[("eyas-peagle", "int8")]["lengths"].values())
+    assert "not offered" in cells[("hf", "int8")]["reason"]
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "x llama" in printed and "prompt 64 tokens" in printed and "skipped:" in printed

@@ -69,3 +69,42 @@ def test_compiled_steps_equal_eager():
         assert (a - b).abs().max() < 1e-4
         assert (ha is None) == (hb is None) and (ha is None or (ha - hb).abs().max() < 1e-4)
     assert not compiled.failed
+
+
+def test_int8_weights_stay_close_to_bf16_and_decode(tiny_model_dir):
+    """Weight-only int8 (per-row scales, bf16 activations): logits close to the bf16 lean forward,
+    the same greedy choice on almost every position, and generation (plain and speculative) runs."""
+    import asyncio
+
+    from completion.engine import GenerationParams
+    from completion.engine.lean import lean_model_for
+    from completion.engine.lean.weights import Int8Weight
+    from completion.engine.torch_engine import TorchEngine
+
+    bf16 = TorchEngine.load(str(tiny_model_dir), device="cpu", dtype=torch.bfloat16)
+    int8 = TorchEngine.load(str(tiny_model_dir), device="cpu", quantize="int8")
+    lean8 = lean_model_for(int8.model)
+    assert isinstance(lean8.w.lm_head, Int8Weight) and isinstance(lean8.w.layers[0].qkv, Int8Weight)
+    assert "[int8 weights]" in int8.info.note
+    ids = torch.randint(0, 1000, (48,))
+    logits = []
+    for engine in (bf16, int8):
+        lean = lean_model_for(engine.model)
+        cache = lean.new_cache()
+        lean.reserve(cache, len(ids))
+        normed, _ = lean.hidden_states(ids, torch.arange(len(ids)), cache, len(ids))
+        logits.append(lean.logits(normed))
+    scale = logits[0].abs().max()
+    assert (logits[0] - logits[1]).abs().max() < 0.1 * scale
+    assert (logits[0].argmax(-1) == logits[1].argmax(-1)).float().mean() > 0.8
+
+    async def generate():
+        out = []
+        async for chunk in int8.generate(ids.tolist(), GenerationParams(max_tokens=8)):
+            out += chunk.token_ids
+        return out
+    assert len(asyncio.run(generate())) == 8
+    with pytest.raises(ValueError, match="lean forward"):
+        TorchEngine.load(str(tiny_model_dir), device="cpu", quantize="int8", impl="hf")
+    with pytest.raises(ValueError, match="unknown quantization"):
+        TorchEngine.load(str(tiny_model_dir), device="cpu", quantize="int4")

@@ -117,13 +117,18 @@ class TorchEngine:
     @classmethod
     def load(cls, model: str | None = None, *, device: str | None = None,
              dtype: torch.dtype | None = None, draft: str | None = None, impl: str | None = None,
-             compile_steps: bool = False) -> "TorchEngine":
+             compile_steps: bool = False, quantize: str | None = None) -> "TorchEngine":
+        """`quantize="int8"`: weight-only int8 projections in the lean forward (bf16 activations)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_model(model)
         draft_path = resolve_draft(model, draft)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        if quantize not in (None, "int8"):
+            raise ValueError(f"unknown quantization {quantize!r} (available: int8)")
+        if quantize and impl == "hf":
+            raise ValueError("int8 weights need the lean forward (impl 'lean')")
+        dtype = torch.bfloat16 if quantize else dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
         meta = read_metadata(path)
@@ -134,6 +139,13 @@ class TorchEngine:
         if draft_path:
             from completion.speculative import load_drafter
             drafter = load_drafter(draft_path, lm, device=device, dtype=dtype)
+        if quantize:   # before the engine builds (and maybe compiles) its steps over the weights
+            if resolve_impl(lm, impl) != "lean":
+                raise ValueError(f"int8 weights need the lean forward, which does not support {path}")
+            from .lean import lean_model_for
+            from .lean.weights import quantize_int8
+            quantize_int8(lean_model_for(lm).w)
+            info = dataclasses.replace(info, note=(info.note + " [int8 weights]").strip())
         return cls(lm, tokenizer, info, drafter, impl=impl, compile_steps=compile_steps)
 
     def tokenizer(self):

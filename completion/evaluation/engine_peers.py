@@ -25,6 +25,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VLLM_WORKER = Path(__file__).with_name("vllm_bench_worker.py")
 TORCH_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
+EYAS_PRECISIONS = (*TORCH_DTYPES, "int8")   # int8: weight-only int8 projections, bf16 activations
 VLLM_DTYPES = {"f32": "float32", "bf16": "bfloat16"}
 WARMUP_TOKENS = 4
 
@@ -106,7 +107,9 @@ def load_eyas(setup: BenchSetup, precision: str, draft: Path | None):
     from completion.engine.torch_engine import TorchEngine
 
     kwargs = {"impl": setup.impl} if setup.impl else {}    # older engines have no impl argument
-    return TorchEngine.load(str(setup.target), device="cpu", dtype=TORCH_DTYPES[precision],
+    if precision == "int8":
+        kwargs["quantize"] = "int8"
+    return TorchEngine.load(str(setup.target), device="cpu", dtype=TORCH_DTYPES.get(precision, torch.bfloat16),
                             draft=str(draft) if draft else "none", **kwargs)
 
 
@@ -141,7 +144,7 @@ def measure_eyas(setup: BenchSetup, precision: str, mode: str, k: int | None, en
 
 def eyas_column(mode: str) -> Callable[[BenchSetup, str], dict[int, dict]]:
     def measure(setup: BenchSetup, precision: str) -> dict[int, dict]:
-        need_precision(precision, TORCH_DTYPES)
+        need_precision(precision, EYAS_PRECISIONS)
         draft = {"plain": None, "eagle3": setup.eagle3, "peagle": setup.peagle}[mode]
         if mode != "plain" and (draft is None or not (draft / "config.json").exists()):
             raise Skip(f"no {mode} drafter at {draft}")

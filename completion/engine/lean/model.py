@@ -15,7 +15,13 @@ import torch.nn.functional as F
 
 from .cache import RopeTables, StaticKVCache
 from .config import LeanConfig
-from .weights import LayerWeights, LeanWeights, weights_from_hf
+from .weights import Int8Weight, LayerWeights, LeanWeights, weights_from_hf
+
+
+def linear(x: torch.Tensor, w) -> torch.Tensor:
+    if isinstance(w, Int8Weight):
+        return torch._weight_int8pack_mm(x.contiguous(), w.q, w.scale)
+    return F.linear(x, w)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -79,11 +85,11 @@ class LeanModel:
         return rms_norm(x, self.w.norm, self.cfg.rms_norm_eps), aux
 
     def logits(self, normed: torch.Tensor) -> torch.Tensor:
-        return F.linear(normed, self.w.lm_head).float()
+        return linear(normed, self.w.lm_head).float()
 
     def attention(self, x, w: LayerWeights, cos, sin, positions, k_cache, v_cache, attend_len, mask):
         cfg, n = self.cfg, x.shape[0]
-        q, k, v = F.linear(x, w.qkv).split([cfg.q_size, cfg.kv_size, cfg.kv_size], dim=-1)
+        q, k, v = linear(x, w.qkv).split([cfg.q_size, cfg.kv_size, cfg.kv_size], dim=-1)
         q = rotate(rms_norm(q.view(n, cfg.num_heads, cfg.head_dim), w.q_norm, cfg.rms_norm_eps), cos, sin)
         k = rotate(rms_norm(k.view(n, cfg.num_kv_heads, cfg.head_dim), w.k_norm, cfg.rms_norm_eps), cos, sin)
         # cache layout [kv_heads, T, D]: the rows one attention reads are a plain slice
@@ -91,12 +97,12 @@ class LeanModel:
         v_cache.index_copy_(1, positions, v.view(n, cfg.num_kv_heads, cfg.head_dim).transpose(0, 1))
         out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k_cache[None, :, :attend_len],
                                              v_cache[None, :, :attend_len], attn_mask=mask, enable_gqa=True)
-        return F.linear(out[0].transpose(0, 1).reshape(n, cfg.q_size), w.o)
+        return linear(out[0].transpose(0, 1).reshape(n, cfg.q_size), w.o)
 
     @staticmethod
     def mlp(x, w: LayerWeights):
-        gate, up = F.linear(x, w.gate_up).chunk(2, dim=-1)
-        return F.linear(F.silu(gate) * up, w.down)
+        gate, up = linear(x, w.gate_up).chunk(2, dim=-1)
+        return linear(F.silu(gate) * up, w.down)
 
     def experts(self, x, w: LayerWeights):
         """Top-k routing, then every (token, expert) pair in two grouped matmuls: pairs are sorted

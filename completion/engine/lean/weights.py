@@ -17,6 +17,21 @@ from .config import LeanConfig
 
 
 @dataclass
+class Int8Weight:
+    """A weight-only int8 matrix with one scale per output row. torch's CPU kernel for it
+    (`_weight_int8pack_mm`) reads a quarter of the f32 bytes; it wants bf16 activations (its f32
+    path is several times slower than f32 `linear`), so int8 runs with a bf16 model."""
+    q: torch.Tensor       # [N, K] int8
+    scale: torch.Tensor   # [N], the activations' dtype
+
+    @classmethod
+    def of(cls, w: torch.Tensor) -> "Int8Weight":
+        scale = w.float().abs().amax(dim=1).clamp(min=1e-8) / 127
+        q = torch.round(w.float() / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        return cls(q.contiguous(), scale.to(w.dtype))
+
+
+@dataclass
 class LayerWeights:
     input_norm: torch.Tensor                      # [H]
     qkv: torch.Tensor                             # [q_size + 2 * kv_size, H]
@@ -37,6 +52,20 @@ class LeanWeights:
     layers: list[LayerWeights]
     norm: torch.Tensor           # [H]
     lm_head: torch.Tensor        # [V, H]; the embedding itself when tied
+    quantized: str | None = None  # "int8": the projections and lm_head are Int8Weight
+
+
+def quantize_int8(weights: LeanWeights) -> None:
+    """Dense projections and lm_head to weight-only int8 (MoE experts, norms and the embedding
+    stay as they are). The Hugging Face model keeps its own weights: the reference still works."""
+    if weights.embed.dtype != torch.bfloat16:
+        raise ValueError(f"int8 weights run with bf16 activations; this model is {weights.embed.dtype}")
+    for w in weights.layers:
+        w.qkv, w.o = Int8Weight.of(w.qkv), Int8Weight.of(w.o)
+        if w.gate_up is not None:
+            w.gate_up, w.down = Int8Weight.of(w.gate_up), Int8Weight.of(w.down)
+    weights.lm_head = Int8Weight.of(weights.lm_head)
+    weights.quantized = "int8"
 
 
 def fuse_rows(linears: list[nn.Linear]) -> torch.Tensor:
