@@ -69,6 +69,9 @@ async def wait_until(check, timeout: float):
 
 
 async def test_daemon_killed_mid_generation(client):
+    # every answer from the daemon itself: no cache hits, no background requests to count
+    client.workspace_did_change_configuration(t.DidChangeConfigurationParams(
+        settings={"eyas": {"cache": False, "prefetch": False}}))
     open_doc(client, URI, SOURCE)
     first = inline(client, URI, 4, 4)
     await asyncio.wait_for(first, 900)   # starts the daemon: slow on a busy machine
