@@ -111,7 +111,7 @@ def prefetch(ls, uri: str, text: str, cursor: int, completion: str, language_id:
     future_cursor = cursor + len(completion)
     if ls.cache.has(uri, future_text, future_cursor):
         return
-    ls.background = asyncio.ensure_future(_prefetch(ls, uri, future_text, future_cursor, language_id))
+    ls.prefetching = asyncio.ensure_future(_prefetch(ls, uri, future_text, future_cursor, language_id))
 
 
 async def _prefetch(ls, uri: str, text: str, cursor: int, language_id: str) -> None:
@@ -132,15 +132,18 @@ async def _prefetch(ls, uri: str, text: str, cursor: int, language_id: str) -> N
 
 
 def warm(ls, uri: str) -> None:
-    """Prefill the document's next prompt in idle time, after any pre-fetch under way."""
+    """Prefill the document's next prompt in idle time: after any pre-fetch under way, and only
+    for the latest edit (a newer one restarts the wait)."""
     if ls.config.prefetch and ls.completer is not None and not ls.inflight:
-        running = ls.background if ls.background is not None and not ls.background.done() else None
-        ls.background = asyncio.ensure_future(_warm(ls, uri, running))
+        if ls.warming is not None:
+            ls.warming.cancel()
+        running = ls.prefetching if ls.prefetching is not None and not ls.prefetching.done() else None
+        ls.warming = asyncio.ensure_future(_warm(ls, uri, running))
 
 
 async def _warm(ls, uri: str, after: asyncio.Task | None) -> None:
     if after is not None:
-        await after   # a real request cancels this warm-up, and through it the pre-fetch
+        await asyncio.wait([after])   # a real request cancels the pre-fetch and this warm-up alike
     await asyncio.sleep(WARM_AFTER_S)
     completer, document = ls.completer, ls.workspace.text_documents.get(uri)
     if completer is None or document is None or ls.trees.get(uri) is None:

@@ -62,7 +62,9 @@ class EyasServer(LanguageServer):
         self.repo = "workspace"
         self.line_indexes: dict[str, LineIndex] = {}   # per document, rebuilt when its text changes
         self.cache = CompletionCache()
-        self.background: asyncio.Task | None = None   # a pre-fetch or a KV warm-up; real requests cancel it
+        # background work that every real request cancels: a pre-fetch, and a KV warm-up after it
+        self.prefetching: asyncio.Task | None = None
+        self.warming: asyncio.Task | None = None
         self.prefetched = self.warmed = 0
         self.last_cursor: dict[str, int] = {}          # per document: where completions were last asked
 
@@ -157,12 +159,10 @@ class EyasServer(LanguageServer):
         return index
 
     def cancel_background(self) -> None:
-        if self.background is not None:
-            self.background.cancel()
-            self.background = None
-
-    def idle(self) -> bool:
-        return not self.inflight and (self.background is None or self.background.done())
+        for task in (self.prefetching, self.warming):
+            if task is not None:
+                task.cancel()
+        self.prefetching = self.warming = None
 
     def record_latency(self, figures: dict, language_id: str | None) -> None:
         self.latencies.append(figures)
