@@ -149,13 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("which", choices=[w for c, w in TOOLS if c == command])
         p.add_argument("rest", nargs=argparse.REMAINDER, help="the tool's own arguments (try --help)")
 
-    p = sub.add_parser("stats", help="acceptance and latency from the local telemetry (nothing leaves the machine)")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="--db PATH, --json")
+    sub.add_parser("stats", help="acceptance and latency from the local telemetry (nothing leaves the machine)")
 
-    args = parser.parse_args(argv)
-    if args.command == "stats":
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["stats"]:   # its own options (argparse would take them for the top parser's)
         from completion.telemetry import main as stats
-        return stats(args.rest)
+        return stats(argv[1:])
+    args = parser.parse_args(argv)
     if args.command == "serve":
         from lsp_server.config import ServerConfig
         from lsp_server.server import serve

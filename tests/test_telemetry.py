@@ -62,3 +62,13 @@ def test_off_and_broken_paths_never_fail(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     assert tm.default_path() == tmp_path / "eyas" / "telemetry.sqlite"
     assert tm.main(["--db", str(tmp_path / "missing.sqlite")]) == 1
+
+
+def test_eyas_stats_command(tmp_path, capsys):
+    from completion.cli import main
+    db = tmp_path / "t.sqlite"
+    t = tm.Telemetry(db)
+    t.log("request", language="rust", engine="torch", latency_ms=5.0, cached=False)
+    t.close()
+    assert main(["stats", "--db", str(db), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["language"]["rust"]["requests"] == 1
