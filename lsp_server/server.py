@@ -23,8 +23,8 @@ from pygls.uris import to_fs_path
 from completion.cache import CompletionCache
 from completion.context import DocumentTrees, language_for
 from completion.engine import load_engine
-from completion.telemetry import Telemetry, default_path
 from completion.service import Completer, CompletionSettings
+from completion.telemetry import Telemetry, default_path
 
 from .answers import CANDIDATES, complete_at, warm
 from .config import ServerConfig
