@@ -5,7 +5,8 @@ the text after the cursor is unchanged and the text before it is the stored text
 of the completion (the user typed into the ghost text, or accepted part of it): the answer is the
 rest. Only the text near the cursor is compared, so edits elsewhere in the file and scrolling keep
 entries alive. Pre-fetched completions (as if the shown one were accepted) land here too, which is
-what makes Tab-Tab chains answer at once.
+what makes Tab-Tab chains answer at once. An empty completion is kept too: "nothing worth showing
+here" is an answer, and asking the engine again at the same place would only repeat it.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class CompletionCache:
         self.hits = self.misses = 0
 
     def put(self, uri: str, text: str, cursor: int, completion: str) -> None:
-        if not completion or len(completion) > MAX_TEXT_CHARS:
+        if len(completion) > MAX_TEXT_CHARS:
             return
         entry = Entry(text[max(0, cursor - BEFORE_CHARS):cursor], text[cursor:cursor + AFTER_CHARS], completion)
         entries = self._docs.setdefault(uri, OrderedDict())
@@ -42,7 +43,8 @@ class CompletionCache:
             entries.popitem(last=False)
 
     def get(self, uri: str, text: str, cursor: int) -> str | None:
-        """The rest of a cached completion that the text around `cursor` continues, or None."""
+        """The rest of a cached completion that the text around `cursor` continues ("" for a place
+        known to have nothing to show), or None."""
         entries = self._docs.get(uri)
         found = self._lookup(entries, text, cursor) if entries else None
         if found is None:
@@ -63,6 +65,10 @@ class CompletionCache:
         after = text[cursor:cursor + AFTER_CHARS]
         for entry in reversed(entries.values()):   # the newest first
             if entry.after != after:
+                continue
+            if not entry.text:   # nothing to show: only at the very same place
+                if text[max(0, cursor - BEFORE_CHARS):cursor] == entry.before:
+                    return entry, 0
                 continue
             # typed = how much of the completion sits just before the cursor now (0 = same place)
             for typed in range(min(len(entry.text), cursor + 1)):

@@ -55,3 +55,11 @@ def test_short_document_matches_exactly_from_the_start():
     cache.put("u", "de", 2, "f main():")
     assert cache.get("u", "def", 3) == " main():"
     assert cache.get("u", "x = 1\ndef", 9) is None       # the stored start was the file's start
+
+
+def test_nothing_to_show_is_remembered_only_at_the_same_place():
+    cache = CompletionCache()
+    cache.put("u", DOC, CURSOR, "")
+    assert cache.get("u", DOC, CURSOR) == ""
+    assert cache.get("u", *typed(1)) is None
+    assert cache.has("u", DOC, CURSOR)

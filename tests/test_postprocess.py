@@ -19,6 +19,7 @@ from completion.postprocess.rules.drop_duplicate_of_suffix import drop_duplicate
 from completion.postprocess.rules.drop_repetitive_junk import drop_repetitive_junk
 from completion.postprocess.rules.limit_to_block import limit_to_block
 from completion.postprocess.rules.normalize_newlines import normalize_newlines
+from completion.postprocess.rules.drop_retyped_indent import drop_retyped_indent
 from completion.postprocess.rules.strip_trailing_whitespace import strip_trailing_whitespace
 from completion.postprocess.rules.trim_lines_repeating_suffix import trim_lines_repeating_suffix
 from completion.postprocess.rules.trim_unbalanced_closers import trim_unbalanced_closers
@@ -291,6 +292,16 @@ def test_trim_unbalanced_closers(language, document, text, expected):
 ])
 def test_strip_trailing_whitespace(document, text, expected):
     assert strip_trailing_whitespace(text, site("python", document), True) == expected
+
+
+@pytest.mark.parametrize("document,text,expected", [
+    ("def f():\n    ║", "    return x", "return x"),                     # the editor indented already
+    ("def f():\n    ║", "\treturn x\n    y = 1", "return x\n    y = 1"),   # later lines keep theirs
+    ("def f():\n║", "    return x", "    return x"),                     # column 0: the indent is needed
+    ("x = ║", " 1", " 1"),                                              # not at indentation
+])
+def test_drop_retyped_indent(document, text, expected):
+    assert drop_retyped_indent(text, site("python", document), True) == expected
 
 
 @pytest.mark.parametrize("document,text,expected", [

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .completion_site import CompletionSite
 from .rules.cut_at_copy_of_line_suffix import cut_at_copy_of_line_suffix
 from .rules.cut_to_first_line import cut_to_first_line
+from .rules.drop_retyped_indent import drop_retyped_indent
 from .rules.drop_control_characters import drop_control_characters
 from .rules.drop_duplicate_of_suffix import drop_duplicate_of_suffix
 from .rules.drop_repetitive_junk import drop_repetitive_junk
@@ -22,6 +23,7 @@ from .rules.trim_unbalanced_closers import trim_unbalanced_closers
 RULES: tuple[Rule, ...] = (
     normalize_newlines,            # CRLF from a careless caller -> LF
     drop_control_characters,       # NUL, control characters, U+FFFD -> discard
+    drop_retyped_indent,           # cursor after indentation: the first line's leading whitespace
     cut_to_first_line,             # single-line mode: first line only
     limit_to_block,                # stop where the cursor's block ends
     drop_duplicate_of_suffix,      # the completion is what follows the cursor -> discard
