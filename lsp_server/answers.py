@@ -57,6 +57,8 @@ async def complete_at(ls, uri: str, position: types.Position, *, candidates: int
     if ls.config.cache and candidates == 1 and (rest := ls.cache.get(uri, text, cursor)) is not None:
         ls.record_latency({"total": _ms_since(t0), "cached": True, "tokens": 0, "acceptance_length": 0.0},
                           document.language_id)
+        if not rest:   # a place known to have nothing to show
+            return None
         prefetch(ls, uri, text, cursor, rest, document.language_id)
         return Answer([rest], position)
 
@@ -75,9 +77,10 @@ async def complete_at(ls, uri: str, position: types.Position, *, candidates: int
     finally:
         if ls.inflight.get(uri) is me:
             del ls.inflight[uri]
+    if candidates == 1:
+        ls.cache.put(uri, text, cursor, texts[0] if texts else "")
     if not texts:
         return None
-    ls.cache.put(uri, text, cursor, texts[0])
     prefetch(ls, uri, text, cursor, texts[0], document.language_id)
     return Answer(texts, position)
 
