@@ -10,6 +10,28 @@ import torch
 from transformers import DynamicCache
 
 
+PREFILL_CHUNK = 128   # tokens per prefill forward: a cancel takes effect between chunks
+
+
+class PrefillStopped(Exception):
+    """A prefill given up between chunks because its request was cancelled."""
+
+
+def prefill(runner, new_ids: list[int], hidden_layers: tuple[int, ...] = (), should_stop=None):
+    """runner.forward over `new_ids` in chunks, asking `should_stop()` between them, so a
+    cancelled request (a pre-fetch that a keystroke supersedes) frees the model within one chunk
+    instead of after the whole prompt. The cache stays consistent: `ids` lists what was computed.
+    Returns (the last position's logits [V], hidden states of every position or None)."""
+    hidden = []
+    for start in range(0, len(new_ids), PREFILL_CHUNK):
+        if start and should_stop is not None and should_stop():
+            raise PrefillStopped()
+        logits, h = runner.forward(new_ids[start:start + PREFILL_CHUNK], hidden_layers, logits_to_keep=1)
+        if h is not None:
+            hidden.append(h)
+    return logits[-1], (torch.cat(hidden) if hidden else None)
+
+
 def common_prefix_len(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0

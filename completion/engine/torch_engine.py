@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -24,14 +25,15 @@ import torch
 from .base import Chunk, EngineInfo, GenerationParams, Stats
 from .models import read_metadata, resolve_draft, resolve_model
 from .sampling import sample
-from .target import TargetRunner
+from .target import PrefillStopped, TargetRunner, prefill
 
 MAX_CACHED_DOCUMENTS = 4   # KV caches kept for prefix reuse, least recently used evicted
 
 
 class Decoder(Protocol):
-    def prefill(self, prompt_ids: list[int]) -> None:
-        """Bring the caches up to date with the prompt (reusing what they share with it)."""
+    def prefill(self, prompt_ids: list[int], should_stop=None) -> None:
+        """Bring the caches up to date with the prompt (reusing what they share with it); may
+        raise PrefillStopped between chunks once `should_stop()` is true."""
 
     def step(self) -> list[int]:
         """Produce at least one new token; may run past a stop token (the engine trims)."""
@@ -46,11 +48,10 @@ class PlainDecoder:
         self.next_logits: torch.Tensor | None = None
         self.last_token: int | None = None
 
-    def prefill(self, prompt_ids: list[int]) -> None:
+    def prefill(self, prompt_ids: list[int], should_stop=None) -> None:
         reused = self.runner.reuse_prefix(prompt_ids)
         self.stats.reused_tokens = reused
-        logits, _ = self.runner.forward(prompt_ids[reused:], logits_to_keep=1)
-        self.next_logits = logits[-1]
+        self.next_logits, _ = prefill(self.runner, prompt_ids[reused:], should_stop=should_stop)
 
     def step(self) -> list[int]:
         if self.next_logits is None:   # the previous token's KV is computed lazily, when needed
@@ -180,7 +181,14 @@ class TorchEngine:
         async with self._lock:
             decoder = self._decoder(self._runner(params.cache_key), params, stats, generator)
             t0 = time.perf_counter()
-            await loop.run_in_executor(self._pool, decoder.prefill, prompt_ids)
+            cancelled = threading.Event()   # a cancel stops the prefill at its next chunk
+            try:
+                await loop.run_in_executor(self._pool, decoder.prefill, prompt_ids, cancelled.is_set)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            except PrefillStopped:   # only after a cancel, which has already ended this request
+                return
             stats.prefill_ms = (time.perf_counter() - t0) * 1e3
             out = TextStream(self._tokenizer)
             stop = set(params.stop_ids)

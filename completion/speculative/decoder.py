@@ -14,7 +14,7 @@ import torch
 
 from completion.engine.base import GenerationParams, Stats
 from completion.engine.sampling import probabilities, sample
-from completion.engine.target import TargetRunner, common_prefix_len
+from completion.engine.target import TargetRunner, common_prefix_len, prefill
 
 from .cache import DraftCache
 from .drafter import Drafter
@@ -51,15 +51,14 @@ class SpeculativeDecoder:
         self.first_logits: torch.Tensor | None = None
         self.pending_aux: torch.Tensor | None = None
 
-    def prefill(self, prompt_ids: list[int]) -> None:
+    def prefill(self, prompt_ids: list[int], should_stop=None) -> None:
         runner, cache = self.runner, self.cache
         # both caches keep the same prefix: a drafter row needs the target state at its position
         keep = min(common_prefix_len(runner.ids, prompt_ids), cache.valid_rows(prompt_ids), len(prompt_ids) - 1)
         runner.crop(keep)
         cache.crop(keep)
         self.stats.reused_tokens = keep
-        logits, self.pending_aux = runner.forward(prompt_ids[keep:], hidden_layers=self.aux_layers, logits_to_keep=1)
-        self.first_logits = logits[-1]
+        self.first_logits, self.pending_aux = prefill(runner, prompt_ids[keep:], self.aux_layers, should_stop)
 
     def step(self) -> list[int]:
         params, stats, runner = self.params, self.stats, self.runner
