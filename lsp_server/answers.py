@@ -88,8 +88,8 @@ async def complete_at(ls, uri: str, position: types.Position, *, candidates: int
 async def _from_engine(ls, uri: str, cursor: int, language_id: str, candidates: int) -> list[str]:
     completer = await ls.ready_completer()
     cfg = ls.config
-    extra = {"num_speculative_tokens": cfg.speculative_k} if cfg.speculative_k else {}
-    request = completer.prepare(uri, cursor, repo=ls.repo, multiline_mode=cfg.multiline_for(language_id))
+    extra = _speculation(cfg)
+    request = _prepare(ls, completer, uri, cursor, language_id)
     texts: list[str] = []
     for i in range(candidates):
         if i:   # the first is the usual (greedy) answer; the others are seeded samples
@@ -124,9 +124,8 @@ async def _prefetch(ls, uri: str, text: str, cursor: int, language_id: str) -> N
         return
     try:
         with ls.trees.as_if(uri, text):
-            request = completer.prepare(uri, cursor, repo=ls.repo, multiline_mode=cfg.multiline_for(language_id))
-        extra = {"num_speculative_tokens": cfg.speculative_k} if cfg.speculative_k else {}
-        done = await asyncio.wait_for(completer.run(request, **extra), timeout=cfg.request_timeout_s)
+            request = _prepare(ls, completer, uri, cursor, language_id)
+        done = await asyncio.wait_for(completer.run(request, **_speculation(cfg)), timeout=cfg.request_timeout_s)
     except Exception as exc:   # best effort: a failure here must not surface anywhere
         log.info("pre-fetch dropped: %s", exc)
         return
@@ -152,13 +151,22 @@ async def _warm(ls, uri: str, after: asyncio.Task | None) -> None:
     if completer is None or document is None or ls.trees.get(uri) is None:
         return
     cursor = min(ls.last_cursor.get(uri, 0), len(document.source))
-    request = completer.prepare(uri, cursor, repo=ls.repo, multiline_mode=ls.config.multiline_for(document.language_id))
+    request = _prepare(ls, completer, uri, cursor, document.language_id)
     try:
         await asyncio.wait_for(completer.run(request, max_tokens=0), timeout=ls.config.request_timeout_s)
     except Exception as exc:   # best effort, like the pre-fetch
         log.info("warm-up dropped: %s", exc)
         return
     ls.warmed += 1
+
+
+def _prepare(ls, completer, uri: str, cursor: int, language_id: str):
+    return completer.prepare(uri, cursor, repo=ls.repo, multiline_mode=ls.config.multiline_for(language_id))
+
+
+def _speculation(cfg) -> dict:
+    """The generation overrides the speculativeK setting asks for (none: the drafter's default)."""
+    return {"num_speculative_tokens": cfg.speculative_k} if cfg.speculative_k else {}
 
 
 def _ms_since(t0: float) -> float:
