@@ -85,13 +85,18 @@ try {
   await browser.close();
 }
 
+/** Open a quick pick with `key`, type `text`, wait for a matching row, Enter. */
+async function pick(key, text) {
+  await page.keyboard.press(key);
+  await page.locator('.quick-input-widget input').waitFor();
+  await page.keyboard.type(text);
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: text }).first().waitFor();
+  await page.keyboard.press('Enter');
+}
+
 /** Quick Open (Ctrl+P), the file name, Enter; then wait for its editor tab. */
 async function openFile(name) {
-  await page.keyboard.press('Control+P');
-  await page.locator('.quick-input-widget input').waitFor();
-  await page.keyboard.type(name);
-  await page.locator('.quick-input-list .monaco-list-row', { hasText: name }).first().waitFor();
-  await page.keyboard.press('Enter');
+  await pick('Control+P', name);
   await page.locator('.tab.active', { hasText: name }).waitFor({ timeout: 20_000 });
   say(`opened ${name}`);
 }
@@ -148,9 +153,5 @@ async function acceptedStatus() {
 
 /** The command palette (F1), the command's title, Enter. */
 async function runCommand(title) {
-  await page.keyboard.press('F1');
-  await page.locator('.quick-input-widget input').waitFor();
-  await page.keyboard.type(title);
-  await page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first().waitFor();
-  await page.keyboard.press('Enter');
+  await pick('F1', title);
 }

@@ -276,34 +276,22 @@ function M.attach(bufnr, client_id)
   end
   states[bufnr] = { client_id = client_id, timer = assert(uv.new_timer()) }
   local group = api.nvim_create_augroup("eyas.inline." .. bufnr, { clear = true })
-  api.nvim_create_autocmd({ "InsertEnter", "TextChangedI", "CursorMovedI" }, {
-    group = group,
-    buffer = bufnr,
-    callback = function()
-      M.trigger(bufnr)
-    end,
-  })
-  api.nvim_create_autocmd("InsertLeave", {
-    group = group,
-    buffer = bufnr,
-    callback = function()
-      M.dismiss(bufnr)
-    end,
-  })
-  api.nvim_create_autocmd({ "BufLeave", "TextChangedP" }, {
-    group = group,
-    buffer = bufnr,
-    callback = function()
-      M.clear(bufnr)
-    end,
-  })
-  api.nvim_create_autocmd({ "BufUnload", "BufWipeout" }, {
-    group = group,
-    buffer = bufnr,
-    callback = function()
-      M.detach(bufnr)
-    end,
-  })
+  -- typing asks (after the debounce); leaving insert mode dismisses; a popup or another buffer
+  -- hides the ghost text; unloading forgets the buffer
+  for events, handler in pairs({
+    [{ "InsertEnter", "TextChangedI", "CursorMovedI" }] = "trigger",
+    [{ "InsertLeave" }] = "dismiss",
+    [{ "BufLeave", "TextChangedP" }] = "clear",
+    [{ "BufUnload", "BufWipeout" }] = "detach",
+  }) do
+    api.nvim_create_autocmd(events, {
+      group = group,
+      buffer = bufnr,
+      callback = function()
+        M[handler](bufnr)
+      end,
+    })
+  end
 end
 
 function M.detach(bufnr)
