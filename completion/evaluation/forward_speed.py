@@ -1,15 +1,17 @@
 """Target forward speed: prefill ms and greedy decode ms/token for the Hugging Face forward, the
-lean forward eager, and the lean forward compiled, on the same loaded weights. A function for
-benchmark commands to call; `python -m completion.evaluation.forward_speed [MODEL_DIR]` prints it."""
+lean forward eager (on this thread, and on a worker thread as the torch engine runs it), and the
+lean forward compiled, on the same loaded weights. A function for benchmark commands to call;
+`python -m completion.evaluation.forward_speed [MODEL_DIR [THREADS [VARIANT,...]]]` prints it."""
 from __future__ import annotations
 
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-VARIANTS = ("hf", "lean", "lean-compiled")
+VARIANTS = ("hf", "lean", "lean-worker", "lean-compiled")
 
 
 def _time_runner(runner, prompt: list[int], new_tokens: int) -> tuple[float, float]:
@@ -51,8 +53,13 @@ def measure_forward_speed(model_dir: str, *, prompt_tokens: int = 512, new_token
             if variant == "hf":
                 return TargetRunner(hf)
             return LeanTargetRunner(lean_model_for(hf), compiled)
-        _time_runner(make(), prompt[:32], 4)   # first-call allocations out of the way
-        best = [min(t) for t in zip(*(_time_runner(make(), prompt, new_tokens) for _ in range(repeats)))]
+        def timed(prompt, n):   # "lean-worker": on one worker thread, like TorchEngine's model thread
+            if variant != "lean-worker":
+                return _time_runner(make(), prompt, n)
+            with ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),)) as ex:
+                return ex.submit(_time_runner, make(), prompt, n).result()
+        timed(prompt[:32], 4)   # first-call allocations out of the way
+        best = [min(t) for t in zip(*(timed(prompt, new_tokens) for _ in range(repeats)))]
         rows.append({"variant": variant, "prefill_ms": round(best[0], 2), "decode_ms_per_token": round(best[1], 3),
                      "compile_s": compile_s and round(compile_s, 1), "threads": torch.get_num_threads(),
                      "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "dtype": str(dtype)})
@@ -63,5 +70,6 @@ if __name__ == "__main__":
     from completion.engine.models import resolve_model
 
     torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
-    for row in measure_forward_speed(resolve_model(sys.argv[1] if len(sys.argv) > 1 else None)):
+    variants = sys.argv[3].split(",") if len(sys.argv) > 3 else VARIANTS
+    for row in measure_forward_speed(resolve_model(sys.argv[1] if len(sys.argv) > 1 else None), variants=variants):
         print(json.dumps(row))
