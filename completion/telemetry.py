@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sqlite3
 import statistics
@@ -78,7 +79,6 @@ class Telemetry:
             self._db = None
 
     def _fail(self, exc: Exception) -> None:
-        import logging
         self.error = f"{type(exc).__name__}: {exc}"
         logging.getLogger("eyas").warning("telemetry off (%s): %s", self.path, self.error)
         self.close()
