@@ -5,8 +5,9 @@ static KV cache, the default wherever it supports the architecture) and "hf" (th
 model, the reference, and the fallback for everything else). The Hugging Face model is loaded
 either way: the lean model is built over its weights and drafters share its embeddings.
 
-All model work runs on one dedicated thread, one step per `run_in_executor` call, so the event loop
-never blocks and a cancelled request stops at the next step boundary. A decoder turns the target
+All model work, loading included, runs on one dedicated thread (MODEL_THREAD), one step per
+`run_in_executor` call, so the event loop never blocks and a cancelled request stops at the next step
+boundary. A decoder turns the target
 (and, for speculative modes, a drafter) into a stream of tokens: `PlainDecoder` lives here; the
 speculative ones implement the same two methods.
 """
@@ -28,6 +29,18 @@ from .sampling import sample
 from .target import PrefillStopped, TargetRunner, prefill
 
 MAX_CACHED_DOCUMENTS = 4   # KV caches kept for prefix reuse, least recently used evicted
+
+# One thread for every torch operation of this process's engines. OpenMP gives each thread that
+# starts parallel work its own team of workers; a second team (weights loaded on the main thread,
+# decoding on another) oversubscribes a small machine, libgomp then puts its workers to sleep
+# between parallel regions instead of spinning, and every small matmul pays a wake-up: a decode
+# step got 2.6-3.7x slower here (forward_speed: "lean" vs "lean-other-thread").
+MODEL_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eyas-model")
+
+
+def on_model_thread(fn, *args, **kwargs):
+    """Run fn on the model thread and wait for it (for loading and other set-up work)."""
+    return MODEL_THREAD.submit(fn, *args, **kwargs).result()
 
 
 class Decoder(Protocol):
@@ -111,7 +124,6 @@ class TorchEngine:
             lean = lean_model_for(model)   # built now: the first request should not pay for it
             if compile_steps:
                 self.compiled = compile_lean(lean, drafter)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eyas-model")
         self._lock = asyncio.Lock()
         self._runners: OrderedDict[str | None, TargetRunner] = OrderedDict()
 
@@ -120,6 +132,11 @@ class TorchEngine:
              dtype: torch.dtype | None = None, draft: str | None = None, impl: str | None = None,
              compile_steps: bool = False, quantize: str | None = None) -> "TorchEngine":
         """`quantize="int8"`: weight-only int8 projections in the lean forward (bf16 activations)."""
+        return on_model_thread(cls._load, model, device=device, dtype=dtype, draft=draft, impl=impl,
+                               compile_steps=compile_steps, quantize=quantize)
+
+    @classmethod
+    def _load(cls, model, *, device, dtype, draft, impl, compile_steps, quantize) -> "TorchEngine":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_model(model)
@@ -183,7 +200,7 @@ class TorchEngine:
             t0 = time.perf_counter()
             cancelled = threading.Event()   # a cancel stops the prefill at its next chunk
             try:
-                await loop.run_in_executor(self._pool, decoder.prefill, prompt_ids, cancelled.is_set)
+                await loop.run_in_executor(MODEL_THREAD, decoder.prefill, prompt_ids, cancelled.is_set)
             except asyncio.CancelledError:
                 cancelled.set()
                 raise
@@ -196,7 +213,7 @@ class TorchEngine:
             try:
                 while stats.generated_tokens < params.max_tokens:
                     t0 = time.perf_counter()
-                    new = await loop.run_in_executor(self._pool, decoder.step)
+                    new = await loop.run_in_executor(MODEL_THREAD, decoder.step)
                     stats.decode_ms += (time.perf_counter() - t0) * 1e3
                     new = new[: params.max_tokens - stats.generated_tokens]
                     hit = next((i for i, t in enumerate(new) if t in stop), None)
@@ -213,7 +230,7 @@ class TorchEngine:
                 raise
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to release: the model thread is shared and a step in flight finishes on its own."""
 
 
 class TextStream:

@@ -192,9 +192,16 @@ def hf_run(model, prompt: list[int], max_tokens: int) -> Run:
 
 
 def measure_hf(setup: BenchSetup, precision: str) -> dict[int, dict]:
-    from transformers import AutoModelForCausalLM
+    from completion.engine.torch_engine import on_model_thread
 
     need_precision(precision, TORCH_DTYPES)
+    # on the thread the torch engine uses: one OpenMP team for every torch column of the process
+    return on_model_thread(_measure_hf, setup, precision)
+
+
+def _measure_hf(setup: BenchSetup, precision: str) -> dict[int, dict]:
+    from transformers import AutoModelForCausalLM
+
     model = AutoModelForCausalLM.from_pretrained(setup.target, dtype=TORCH_DTYPES[precision]).eval()
     out = {}
     for length, prompt in setup.prompts.items():

@@ -1,7 +1,9 @@
 """Target forward speed: prefill ms and greedy decode ms/token for the Hugging Face forward, the
-lean forward eager (on this thread, and on a worker thread as the torch engine runs it), and the
-lean forward compiled, on the same loaded weights. A function for benchmark commands to call;
-`python -m completion.evaluation.forward_speed [MODEL_DIR [THREADS [VARIANT,...]]]` prints it."""
+lean forward eager and compiled, on the same weights, loaded and run on the torch engine's model
+thread as the engine does. "lean-other-thread" times the lean forward on a second thread, the
+arrangement the engine avoids (two OpenMP teams, see torch_engine.MODEL_THREAD). A function for
+benchmark commands to call; `python -m completion.evaluation.forward_speed [MODEL_DIR [THREADS
+[VARIANT,...]]]` prints it."""
 from __future__ import annotations
 
 import json
@@ -11,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-VARIANTS = ("hf", "lean", "lean-worker", "lean-compiled")
+VARIANTS = ("hf", "lean", "lean-compiled", "lean-other-thread")
 
 
 def _time_runner(runner, prompt: list[int], new_tokens: int) -> tuple[float, float]:
@@ -26,10 +28,15 @@ def _time_runner(runner, prompt: list[int], new_tokens: int) -> tuple[float, flo
     return prefill_ms, (time.perf_counter() - t0) * 1e3 / new_tokens
 
 
-def measure_forward_speed(model_dir: str, *, prompt_tokens: int = 512, new_tokens: int = 64, repeats: int = 3,
-                          dtype: torch.dtype = torch.float32, variants=VARIANTS) -> list[dict]:
+def measure_forward_speed(model_dir: str, **kwargs) -> list[dict]:
     """One row per variant: best-of-`repeats` prefill ms and decode ms/token (greedy, fresh cache
     each repeat), plus compile seconds for the compiled variant. Uses torch's current threads."""
+    from completion.engine.torch_engine import on_model_thread
+    return on_model_thread(_measure, model_dir, **kwargs)
+
+
+def _measure(model_dir: str, *, prompt_tokens: int = 512, new_tokens: int = 64, repeats: int = 3,
+             dtype: torch.dtype = torch.float32, variants=VARIANTS) -> list[dict]:
     from transformers import AutoModelForCausalLM
 
     from completion.engine.lean import LeanTargetRunner, lean_model_for
@@ -53,11 +60,11 @@ def measure_forward_speed(model_dir: str, *, prompt_tokens: int = 512, new_token
             if variant == "hf":
                 return TargetRunner(hf)
             return LeanTargetRunner(lean_model_for(hf), compiled)
-        def timed(prompt, n):   # "lean-worker": on one worker thread, like TorchEngine's model thread
-            if variant != "lean-worker":
+        def timed(prompt, n):
+            if variant != "lean-other-thread":
                 return _time_runner(make(), prompt, n)
-            with ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),)) as ex:
-                return ex.submit(_time_runner, make(), prompt, n).result()
+            with ThreadPoolExecutor(1) as other:
+                return other.submit(_time_runner, make(), prompt, n).result()
         timed(prompt[:32], 4)   # first-call allocations out of the way
         best = [min(t) for t in zip(*(timed(prompt, new_tokens) for _ in range(repeats)))]
         rows.append({"variant": variant, "prefill_ms": round(best[0], 2), "decode_ms_per_token": round(best[1], 3),

@@ -26,28 +26,35 @@ class StaticKVCache:
         self.length = 0   # valid rows
         self.k, self.v = self._buffers(capacity_for(max(capacity, 1)))
 
-    def _buffers(self, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # [layers, kv_heads, T, D]: per layer and head, positions are contiguous rows
-        shape = (self.cfg.num_layers, self.cfg.num_kv_heads, capacity, self.cfg.head_dim)
-        return (torch.zeros(shape, dtype=self.dtype, device=self.device),
-                torch.zeros(shape, dtype=self.dtype, device=self.device))
+    def _buffers(self, capacity: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        # per layer [kv_heads, T, D]: per head, positions are contiguous rows. One tensor per layer
+        # rather than views of one: a compiled step then writes its inputs in place, where writes
+        # into views of a shared buffer made it copy the whole buffer on every call.
+        shape = (self.cfg.num_kv_heads, capacity, self.cfg.head_dim)
+
+        @torch.inference_mode()   # see RopeTables.reserve
+        def layers():
+            return [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.cfg.num_layers)]
+        return layers(), layers()
 
     @property
     def capacity(self) -> int:
-        return self.k.shape[2]
+        return self.k[0].shape[1]
 
     def reserve(self, needed: int) -> None:
         if needed <= self.capacity:
             return
         k, v = self._buffers(capacity_for(needed))
-        k[:, :, : self.length] = self.k[:, :, : self.length]
-        v[:, :, : self.length] = self.v[:, :, : self.length]
+        for new, old in zip(k + v, self.k + self.v):
+            new[:, : self.length] = old[:, : self.length]
         self.k, self.v = k, v
 
 
 class RopeTables:
     """cos/sin [positions, head_dim] for the default RoPE, computed as Hugging Face does (float32
-    angles, then cast to the model dtype), grown by doubling like the caches that use them."""
+    angles, then cast to the model dtype), grown by doubling like the caches that use them. `sin`
+    carries rotate-half's sign (its first half negated), so applying RoPE needs only a swap of
+    the halves, not rotate-half's negation (see model.rotate)."""
 
     def __init__(self, cfg: LeanConfig, dtype: torch.dtype, device):
         d = cfg.head_dim
@@ -56,10 +63,13 @@ class RopeTables:
         self.cos = self.sin = torch.empty(0, d, dtype=dtype, device=device)
         self.reserve(MIN_CAPACITY)
 
+    @torch.inference_mode()   # always inference tensors, wherever they grow: compiled graphs guard on it
     def reserve(self, needed: int) -> None:
         if needed <= self.cos.shape[0]:
             return
         positions = torch.arange(capacity_for(needed), dtype=torch.float32, device=self.inv_freq.device)
         angles = positions[:, None] * self.inv_freq[None, :]
         angles = torch.cat((angles, angles), dim=-1)
-        self.cos, self.sin = angles.cos().to(self.dtype), angles.sin().to(self.dtype)
+        sin = angles.sin()
+        sin[:, : sin.shape[1] // 2].neg_()
+        self.cos, self.sin = angles.cos().to(self.dtype), sin.to(self.dtype)

@@ -24,6 +24,9 @@ MAX_COMPILED_TOKENS = 64   # longer forwards (prefills) are matmul-bound: compil
 class CompiledSteps:
     def __init__(self, model: LeanModel):
         self.model = model
+        # No "duck sizing": dynamo would otherwise assume that sizes equal during warm-up (a
+        # 256-row cache, a 256-wide model) stay equal, and recompile when a cache grows.
+        torch.fx.experimental._config.use_duck_shape = False
         self.fn = torch.compile(model.layers, dynamic=True)
         self.warmed: set[tuple[bool, tuple[int, ...]]] = set()
         self.failed = False
@@ -39,8 +42,9 @@ class CompiledSteps:
             for layers in layer_sets:
                 for n in (1, 3):
                     cache = self.model.new_cache()
-                    self._call(cache, list(range(n + 1)), 0, layers)   # a prefill-like first call...
-                    self._call(cache, list(range(n)), n + 1, layers)   # ...then the shape that matters
+                    with torch.inference_mode():   # as the runner calls it: grad mode is in every graph's guards
+                        self._call(cache, list(range(n + 1)), 0, layers)   # a prefill-like first call...
+                        self._call(cache, list(range(n)), n + 1, layers)   # ...then the shape that matters
                     self.warmed.add((n > 1, layers))
         except Exception:   # a toolchain problem must not stop the engine: eager still works
             log.warning("torch.compile failed; the lean forward runs eager", exc_info=True)

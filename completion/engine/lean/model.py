@@ -25,14 +25,27 @@ def linear(x: torch.Tensor, w) -> torch.Tensor:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    xf = x.float()
-    return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    """As Hugging Face's Qwen3RMSNorm (normalise in float32, cast back, then scale), with torch's
+    one-kernel normalisation instead of five elementwise ops: decode steps are op-count bound."""
+    return weight * F.rms_norm(x.float(), x.shape[-1:], eps=eps).to(x.dtype)
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE in the rotate-half convention. x: [n, heads, D]; cos, sin: [n, 1, D]."""
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+    """RoPE in the rotate-half convention. x: [n, heads, D]; cos, sin: [n, 1, D] with `sin`
+    signed as RopeTables stores it, so rotate-half's slice-negate-cat is one flip of the halves."""
+    swapped = x.unflatten(-1, (2, x.shape[-1] // 2)).flip(-2).flatten(-2)
+    return torch.addcmul(x * cos, swapped, sin)
+
+
+def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """One query token over every cached row: q [heads, D]; keys, values [kv_heads, T, D] -> [1,
+    heads * D]. Query head h reads key head h // group (as SDPA's enable_gqa), so grouping the
+    query heads by their key head makes it two batched matmuls, cheaper than SDPA's set-up for
+    a single row."""
+    kv_heads, d = keys.shape[0], q.shape[-1]
+    scores = torch.bmm(q.reshape(kv_heads, -1, d), keys.transpose(1, 2)) * d ** -0.5
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.bmm(probs, values).reshape(1, -1)
 
 
 class LeanModel:
@@ -54,6 +67,7 @@ class LeanModel:
         cache.reserve(needed)
         self.rope.reserve(cache.capacity)
 
+    @torch.inference_mode()   # the cache and RoPE tables are inference tensors (see cache.py)
     def hidden_states(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: StaticKVCache,
                       attend_len: int, hidden_layers: tuple[int, ...] = (),
                       masked: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -89,14 +103,19 @@ class LeanModel:
 
     def attention(self, x, w: LayerWeights, cos, sin, positions, k_cache, v_cache, attend_len, mask):
         cfg, n = self.cfg, x.shape[0]
-        q, k, v = linear(x, w.qkv).split([cfg.q_size, cfg.kv_size, cfg.kv_size], dim=-1)
-        q = rotate(rms_norm(q.view(n, cfg.num_heads, cfg.head_dim), w.q_norm, cfg.rms_norm_eps), cos, sin)
-        k = rotate(rms_norm(k.view(n, cfg.num_kv_heads, cfg.head_dim), w.k_norm, cfg.rms_norm_eps), cos, sin)
+        qkv = linear(x, w.qkv)
+        # queries and keys side by side: one norm (per-head weights) and one rotation for both
+        qk = qkv[:, : cfg.q_size + cfg.kv_size].view(n, cfg.num_heads + cfg.num_kv_heads, cfg.head_dim)
+        q, k = rotate(rms_norm(qk, w.qk_norm, cfg.rms_norm_eps), cos, sin).split([cfg.num_heads, cfg.num_kv_heads], 1)
+        v = qkv[:, cfg.q_size + cfg.kv_size:].view(n, cfg.num_kv_heads, cfg.head_dim)
         # cache layout [kv_heads, T, D]: the rows one attention reads are a plain slice
         k_cache.index_copy_(1, positions, k.transpose(0, 1))
-        v_cache.index_copy_(1, positions, v.view(n, cfg.num_kv_heads, cfg.head_dim).transpose(0, 1))
-        out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k_cache[None, :, :attend_len],
-                                             v_cache[None, :, :attend_len], attn_mask=mask, enable_gqa=True)
+        v_cache.index_copy_(1, positions, v.transpose(0, 1))
+        keys, values = k_cache[:, :attend_len], v_cache[:, :attend_len]
+        if mask is None:   # one token (see hidden_states)
+            return linear(decode_attention(q[0], keys, values), w.o)
+        out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], keys[None], values[None], attn_mask=mask,
+                                             enable_gqa=True)
         return linear(out[0].transpose(0, 1).reshape(n, cfg.q_size), w.o)
 
     @staticmethod

@@ -35,8 +35,7 @@ class Int8Weight:
 class LayerWeights:
     input_norm: torch.Tensor                      # [H]
     qkv: torch.Tensor                             # [q_size + 2 * kv_size, H]
-    q_norm: torch.Tensor                          # [head_dim]
-    k_norm: torch.Tensor                          # [head_dim]
+    qk_norm: torch.Tensor                         # [heads + kv_heads, head_dim]: q_norm per query head, then k_norm
     o: torch.Tensor                               # [H, q_size]
     post_norm: torch.Tensor                       # [H]
     gate_up: torch.Tensor | None = None           # dense MLP: [2I, H], gate rows first
@@ -86,7 +85,8 @@ def weights_from_hf(hf_model, cfg: LeanConfig) -> LeanWeights:
         attn, mlp = layer.self_attn, layer.mlp
         w = LayerWeights(input_norm=layer.input_layernorm.weight.detach(),
                          qkv=fuse_rows([attn.q_proj, attn.k_proj, attn.v_proj]),
-                         q_norm=attn.q_norm.weight.detach(), k_norm=attn.k_norm.weight.detach(),
+                         qk_norm=torch.cat([attn.q_norm.weight.detach().expand(cfg.num_heads, -1),
+                                            attn.k_norm.weight.detach().expand(cfg.num_kv_heads, -1)]),
                          o=attn.o_proj.weight.detach(), post_norm=layer.post_attention_layernorm.weight.detach())
         if cfg.moe_layers[i]:
             w.router = mlp.gate.weight.detach()
