@@ -15,7 +15,7 @@ speculative decoding must agree on all). A "best" table gives each column at its
 precision against llama.cpp plain at its fastest.
 
     eyas bench engines [--prompt-lengths 512,2048] [--new-tokens 128] [--precisions f32,bf16,int8,q8_0]
-                       [--peers eyas-plain,...] [--threads N] [--repeats 3] [--impl lean|hf]
+                       [--peers eyas-plain,...] [--threads N] [--repeats 3] [--impl lean|hf] [--compile]
                        [--out out/bench/engines.json] [--quick]
 
 Writes JSON (--out) and a PNG beside it (decode tokens/s per column, one panel per prompt length).
@@ -213,6 +213,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median), after a warm-up")
     ap.add_argument("--impl", default=None, help="TorchEngine implementation (passed only when given)")
+    ap.add_argument("--compile", action="store_true",
+                    help="Eyas columns with torch.compile'd lean steps (about a minute to warm up per engine load)")
     ap.add_argument("--vllm-python", type=Path, default=REPO_ROOT / ".venv-vllm/bin/python")
     ap.add_argument("--work", type=Path, default=None, help="GGUF / vLLM job files (default: beside --out)")
     ap.add_argument("--out", type=Path, default=Path("out/bench/engines.json"))
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     setup = BenchSetup(target=args.model, peagle=args.draft, eagle3=args.eagle3,
                        prompts=source_prompts(args.model, args.prompt_lengths), new_tokens=args.new_tokens,
                        repeats=args.repeats, threads=args.threads, ks=QUICK_KS if args.quick else FULL_KS,
-                       work=work, impl=args.impl, vllm_python=args.vllm_python)
+                       work=work, impl=args.impl, compile=args.compile, vllm_python=args.vllm_python)
     log(f"eyas bench engines: {len(args.peers)} columns x {len(args.precisions)} precisions, prompts "
         f"{args.prompt_lengths}, {args.new_tokens} new tokens, {args.threads} threads")
     # the reference columns first, so a long run shows its ratios' basis early
@@ -260,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"config": {"target": str(args.model), "peagle_draft": str(args.draft), "eagle3_draft": str(args.eagle3),
                          "prompt_lengths": args.prompt_lengths, "new_tokens": args.new_tokens,
                          "precisions": args.precisions, "peers": args.peers, "repeats": args.repeats,
-                         "ks": setup.ks, "impl": args.impl, "quick": args.quick,
+                         "ks": setup.ks, "impl": args.impl, "compile": args.compile, "quick": args.quick,
                          "prompt_source": [f"stdlib/{f}" for f in PROMPT_FILES]},
               "machine": machine,
               "cells": [dict(c, lengths={str(n): m for n, m in c.get("lengths", {}).items()}) for c in cells],

@@ -46,6 +46,7 @@ class BenchSetup:
     ks: dict[str, tuple[int, ...]]           # peer -> speculative K values to try
     work: Path                               # GGUF files, vLLM job files
     impl: str | None = None                  # TorchEngine.load(impl=...) when given
+    compile: bool = False                    # Eyas columns with torch.compile'd lean steps
     vllm_python: Path = REPO_ROOT / ".venv-vllm" / "bin" / "python"
     vllm_timeout_s: int = 1800
 
@@ -107,6 +108,8 @@ def load_eyas(setup: BenchSetup, precision: str, draft: Path | None):
     from completion.engine.torch_engine import TorchEngine
 
     kwargs = {"impl": setup.impl} if setup.impl else {}    # older engines have no impl argument
+    if setup.compile:
+        kwargs["compile_steps"] = True
     if precision == "int8":
         kwargs["quantize"] = "int8"
     return TorchEngine.load(str(setup.target), device="cpu", dtype=TORCH_DTYPES.get(precision, torch.bfloat16),
@@ -192,16 +195,9 @@ def hf_run(model, prompt: list[int], max_tokens: int) -> Run:
 
 
 def measure_hf(setup: BenchSetup, precision: str) -> dict[int, dict]:
-    from completion.engine.torch_engine import on_model_thread
-
-    need_precision(precision, TORCH_DTYPES)
-    # on the thread the torch engine uses: one OpenMP team for every torch column of the process
-    return on_model_thread(_measure_hf, setup, precision)
-
-
-def _measure_hf(setup: BenchSetup, precision: str) -> dict[int, dict]:
     from transformers import AutoModelForCausalLM
 
+    need_precision(precision, TORCH_DTYPES)
     model = AutoModelForCausalLM.from_pretrained(setup.target, dtype=TORCH_DTYPES[precision]).eval()
     out = {}
     for length, prompt in setup.prompts.items():
@@ -348,13 +344,25 @@ class Peer:
     speculative: bool = False
 
 
+def on_model_thread(measure: Callable[[BenchSetup, str], dict[int, dict]]):
+    """An in-process peer measured on the torch engine's model thread, where Eyas runs. torch and
+    llama.cpp's CPU backend share one OpenMP runtime (libgomp), and a second thread starting
+    parallel work gets a second team of workers: on a small machine the two teams make every
+    parallel region sleep and wake (see torch_engine.MODEL_THREAD). llama.cpp measured after Eyas
+    on the main thread ran 11.1 instead of 1.6 ms/token here."""
+    def measure_there(setup: BenchSetup, precision: str) -> dict[int, dict]:
+        from completion.engine.torch_engine import on_model_thread as run
+        return run(measure, setup, precision)
+    return measure_there
+
+
 PEERS = {
     "eyas-plain": Peer("Eyas plain", eyas_column("plain")),
     "eyas-eagle3": Peer("Eyas EAGLE-3", eyas_column("eagle3"), True),
     "eyas-peagle": Peer("Eyas P-EAGLE", eyas_column("peagle"), True),
-    "hf": Peer("HF generate", measure_hf),
-    "llama-plain": Peer("llama.cpp", measure_llama_plain),
-    "llama-lookup": Peer("llama.cpp lookup", measure_llama_lookup, True),
+    "hf": Peer("HF generate", on_model_thread(measure_hf)),
+    "llama-plain": Peer("llama.cpp", on_model_thread(measure_llama_plain)),
+    "llama-lookup": Peer("llama.cpp lookup", on_model_thread(measure_llama_lookup), True),
     "vllm-plain": Peer("vLLM", measure_vllm_plain),
     "vllm-peagle": Peer("vLLM P-EAGLE", measure_vllm_peagle, True),
 }
