@@ -4,7 +4,7 @@
 Client keys are camelCase as editors write them:
     {"engine": "torch" | "daemon" | "vllm" | "openai", "url": "http://host:8000", "apiKeyEnv": "VAR",
      "model": "<dir or hub id>", "draft": "<drafter dir or hub id>",
-     "device": "cpu", "impl": "lean" | "hf", "maxTokens": 64, "temperature": 0.0, "topP": 1.0,
+     "device": "cpu", "impl": "lean" | "hf", "compile": false, "maxTokens": 64, "temperature": 0.0, "topP": 1.0,
      "requestTimeout": 20, "enable": {"*": true, "markdown": false}, "speculativeK": 4,
      "cache": true, "prefetch": true,
      "multiline": "auto" | "always" | "never" | {"*": "auto", "markdown": "never"}}
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from completion.engine import ENGINE_KINDS
 
 _KEYS = {"engine": "engine", "model": "model", "draft": "draft", "device": "device", "impl": "impl",
-         "maxTokens": "max_tokens", "temperature": "temperature", "topP": "top_p",
+         "compile": "compile", "maxTokens": "max_tokens", "temperature": "temperature", "topP": "top_p",
          "requestTimeout": "request_timeout_s", "enable": "enable", "url": "url", "apiKeyEnv": "api_key_env",
          "speculativeK": "speculative_k", "multiline": "multiline", "cache": "cache", "prefetch": "prefetch"}
-_LOAD_KEYS = ("engine", "model", "draft", "device", "impl", "url", "api_key_env")   # a change reloads the model
+_LOAD_KEYS = ("engine", "model", "draft", "device", "impl", "compile", "url", "api_key_env")   # a change reloads the model
 
 
 @dataclass
@@ -30,6 +30,7 @@ class ServerConfig:
     draft: str | None = None
     device: str | None = None
     impl: str | None = None           # torch engine forward: "lean" or "hf"; None: lean where supported
+    compile: bool = False             # torch engine: torch.compile the lean steps at load (a minute on 2 cores)
     max_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
@@ -98,7 +99,7 @@ def _check(name: str, value):
             value = {"*": value}
         ok = isinstance(value, dict) and all(v in modes for v in value.values())
         return value if ok else f"!expected one of {', '.join(modes)} or an object of language id -> mode, got {value!r}"
-    if name in ("cache", "prefetch"):
+    if name in ("cache", "prefetch", "compile"):
         return value if isinstance(value, bool) else f"!expected true or false, got {value!r}"
     if name == "enable":
         ok = isinstance(value, dict) and all(isinstance(v, bool) for v in value.values())

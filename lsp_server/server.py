@@ -102,7 +102,7 @@ class EyasServer(LanguageServer):
         daemon or remote server and a way to report the daemon's loading progress."""
         cfg = self.config
         if cfg.engine == "torch":
-            return {"impl": cfg.impl}
+            return {"impl": cfg.impl, "compile_steps": cfg.compile}
         loop = asyncio.get_running_loop()
 
         def progress(message: str) -> None:   # called from the loading thread

@@ -39,15 +39,20 @@ def test_what_lean_does_not_implement_is_refused(change, reason):
     assert reason in unsupported_reason(cfg)
 
 
-def test_impl_setting_in_cli_and_server():
+def test_impl_and_compile_settings_in_cli_and_server():
     from completion.cli import main
     from lsp_server.config import ServerConfig
 
     with pytest.raises(SystemExit):
         main(["complete", "--impl", "fast", "x.py"])
+    with pytest.raises(SystemExit, match="torch engine"):
+        main(["complete", "--engine", "openai", "--compile", "x.py"])
     cfg, problems = ServerConfig().merged({"eyas": {"impl": "hf"}})
     assert cfg.impl == "hf" and not problems and cfg.needs_reload(ServerConfig())
     assert ServerConfig().merged({"impl": "fast"})[1]
+    cfg, problems = ServerConfig().merged({"eyas": {"compile": True}})
+    assert cfg.compile and not problems and cfg.needs_reload(ServerConfig())
+    assert ServerConfig().merged({"compile": "yes"})[1]
 
 
 @pytest.mark.skipif(not os.environ.get("EYAS_TEST_COMPILE"),
