@@ -32,9 +32,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return x32.to(x.dtype) * self.weight
+        # float32 normalisation as vLLM's; one call instead of five elementwise ops (a draft pass
+        # on a CPU is op-count bound)
+        return F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype) * self.weight
 
 
 def rope_inverse_frequencies(cfg: DrafterConfig) -> torch.Tensor:
@@ -63,10 +63,11 @@ def rope_inverse_frequencies(cfg: DrafterConfig) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Neox-style rotation of x [heads, T, head_dim] with cos/sin [T, head_dim/2]."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+    """Neox-style rotation of x [heads, T, head_dim] with cos, sin [T, head_dim] from Drafter.rope.
+    `sin` carries the sign (first half negated), so [x1 cos - x2 sin, x2 cos + x1 sin] is
+    x cos + swap_halves(x) sin, bit for bit, in three ops instead of nine."""
+    swapped = x.unflatten(-1, (2, x.shape[-1] // 2)).flip(-2).flatten(-2)
+    return x * cos + swapped * sin
 
 
 class DraftAttention(nn.Module):
@@ -203,11 +204,13 @@ class Drafter(nn.Module):
         return self.fc(aux)
 
     def rope(self, positions: torch.Tensor):
+        """cos, sin [T, head_dim] for apply_rope: float32 angles (as vLLM), cast to the weights' dtype."""
         if self.inv_freq.device != positions.device:
             self.inv_freq = self.inv_freq.to(positions.device)
         freqs = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]
+        cos, sin = freqs.cos(), freqs.sin()
         dtype = self.fc.weight.dtype
-        return freqs.cos().to(dtype), freqs.sin().to(dtype)
+        return torch.cat([cos, cos], dim=-1).to(dtype), torch.cat([-sin, sin], dim=-1).to(dtype)
 
     def forward(self, input_ids: torch.Tensor, hidden: torch.Tensor, positions: torch.Tensor, *,
                 cache: "DraftCache | None" = None, attn_mask: torch.Tensor | None = None):
