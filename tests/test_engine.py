@@ -85,6 +85,43 @@ def test_cancel_mid_stream_then_serve_again(engine):
     assert ids == reference_greedy(engine, prompt, 6)
 
 
+def test_a_reader_that_stops_stops_the_model_thread(engine):
+    """The request decodes ahead on the model thread; closing the stream must end that work, not
+    leave it running to max_tokens in front of the next request."""
+    from completion.engine.torch_engine import on_model_thread
+
+    async def read_one_then_close():
+        gen = engine.generate(PROMPTS[1], GenerationParams(max_tokens=4000, stop_ids=[]))
+        chunk = await gen.__anext__()
+        await gen.aclose()
+        return chunk.stats
+    stats = asyncio.run(read_one_then_close())
+    on_model_thread(lambda: None)   # whatever was in flight has finished
+    assert stats.finish_reason == "cancelled" and stats.generated_tokens < 4000
+
+
+def test_all_model_work_runs_on_the_model_thread(tiny_model_dir, monkeypatch):
+    """Loading and decoding on one thread: a second thread's OpenMP team made steps 3x slower."""
+    import threading
+
+    from completion.engine import torch_engine
+
+    threads = set()
+    load, decode = torch_engine.TorchEngine._load.__func__, torch_engine.decode
+
+    def spy_load(cls, *args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return load(cls, *args, **kwargs)
+
+    def spy_decode(*args):
+        threads.add(threading.current_thread().name)
+        return decode(*args)
+    monkeypatch.setattr(torch_engine.TorchEngine, "_load", classmethod(spy_load))
+    monkeypatch.setattr(torch_engine, "decode", spy_decode)
+    ids, _ = run(torch_engine.TorchEngine.load(str(tiny_model_dir), device="cpu"), PROMPTS[0], max_tokens=3)
+    assert len(ids) == 3 and len(threads) == 1 and threads.pop().startswith("eyas-model")
+
+
 def test_sampling_is_seeded_and_top_p_tiny_is_greedy(engine):
     prompt = PROMPTS[0]
     a, _ = run(engine, prompt, max_tokens=8, temperature=1.0, seed=3)
