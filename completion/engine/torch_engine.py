@@ -5,9 +5,10 @@ static KV cache, the default wherever it supports the architecture) and "hf" (th
 model, the reference, and the fallback for everything else). The Hugging Face model is loaded
 either way: the lean model is built over its weights and drafters share its embeddings.
 
-All model work, loading included, runs on one dedicated thread (MODEL_THREAD), one step per
-`run_in_executor` call, so the event loop never blocks and a cancelled request stops at the next step
-boundary. A decoder turns the target
+All model work, loading included, runs on one dedicated thread (MODEL_THREAD): a request's prefill
+and decode steps run there in one go and post their tokens to the event loop, which never blocks;
+a cancel (or a reader that stops) ends the work at the next prefill chunk or step. A decoder turns
+the target
 (and, for speculative modes, a drafter) into a stream of tokens: `PlainDecoder` lives here; the
 speculative ones implement the same two methods.
 """
@@ -199,8 +200,13 @@ class TorchEngine:
             decoder = self._decoder(self._runner(params.cache_key), params, stats, generator)
             steps: asyncio.Queue = asyncio.Queue()
             cancelled = threading.Event()   # stops the model thread at its next chunk or step
-            job = loop.run_in_executor(MODEL_THREAD, decode, decoder, prompt_ids, params, stats, cancelled,
-                                       lambda item: loop.call_soon_threadsafe(steps.put_nowait, item))
+
+            def post(item) -> None:   # from the model thread; a reader that left may have closed the loop
+                try:
+                    loop.call_soon_threadsafe(steps.put_nowait, item)
+                except RuntimeError:
+                    pass
+            job = loop.run_in_executor(MODEL_THREAD, decode, decoder, prompt_ids, params, stats, cancelled, post)
             out = TextStream(self._tokenizer)
             try:
                 while (step := await steps.get()) is not None:
@@ -209,6 +215,7 @@ class TorchEngine:
                 await job   # the model thread's error, if it had one
             finally:   # a cancel, or a consumer that stopped reading: the model thread stops too
                 cancelled.set()
+                job.cancel()   # not the running work: only our wait for it, so it never reports to a closed loop
                 stats.finish_reason = stats.finish_reason or "cancelled"
 
     async def close(self) -> None:
@@ -219,8 +226,8 @@ def decode(decoder: Decoder, prompt_ids: list[int], params: GenerationParams, st
            cancelled: threading.Event, emit) -> None:
     """On the model thread: prefill, then decoder steps until a stop token, max_tokens or a
     cancel. Each step's tokens go to `emit` with the finish reason ("stop", "length") on the last,
-    then None. The whole request runs here in one go: waiting for the event loop between steps
-    cost about a third of a small model's step time. `stats` counts are updated here; the finish
+    then None. The whole request runs here in one go rather than one executor call per step, so
+    the model thread never waits for the event loop between steps. `stats` counts are updated here; the finish
     reason is left to the event loop's side, the only one that knows of a cancel in time."""
     try:
         t0 = time.perf_counter()
