@@ -6,6 +6,7 @@
                                                 speculative modes, decode engines side by side
                                                 (llama.cpp, vLLM, HF), the engine daemon under load
     eyas bench session ...                      typing sessions replayed: cache + pre-fetch before/after
+    eyas bench floor ...                        the lean decode step against the memory-bandwidth floor
     eyas eval acceptance|infill ...             model quality on HumanEval
     eyas stats [--db PATH] [--json]             acceptance and latency from the local telemetry
     eyas engine serve [--engine torch|vllm]     the engine daemon editor windows share
@@ -28,6 +29,7 @@ TOOLS = {
     ("bench", "engines"): "completion.evaluation.engine_bench:main",
     ("bench", "engine"): "completion.evaluation.daemon_bench:main",
     ("bench", "session"): "completion.evaluation.session_bench:main",
+    ("bench", "floor"): "completion.evaluation.floor_bench:main",
     ("engine", "serve"): "completion.engine.daemon:main",
     ("eval", "acceptance"): "completion.evaluation.acceptance:main",
     ("eval", "infill"): "completion.evaluation.infill:main",
