@@ -149,6 +149,14 @@ def test_cod_sampling_statistics():
     assert sup[depth > 0].all() and torch.equal(sup[:n], valid)
 
 
+def test_shallow_phase_trains_one_mask_depth_first():
+    cfg = TrainConfig(depth=18, shallow_steps=100)
+    assert [cfg.depth_at(s) for s in (0, 99, 100, 5000)] == [2, 2, 18, 18]
+    assert TrainConfig(depth=18).depth_at(0) == 18          # off by default: every depth from the start
+    anchor, depth = cod_sample(torch.ones(50, dtype=torch.bool), cfg.depth_at(0), generator=torch.Generator())
+    assert int(depth.max()) == 1                             # depth-0 rows and one MASK depth
+
+
 def test_cod_sampling_is_seeded_and_respects_short_sequences():
     valid = supervised_rows(12, 5)
     a1 = cod_sample(valid, 18, generator=torch.Generator().manual_seed(1))

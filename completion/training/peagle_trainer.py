@@ -41,7 +41,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -67,6 +67,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     depth: int = 18                 # K_train (P-EAGLE)
+    shallow_steps: int = 0          # first train at K_train = 2 for this many steps (0: off)
     r: float = 0.7                  # COD retention per depth
     r_min: float = 0.2              # COD retention floor
     ttt_steps: int = 7              # EAGLE-3 unrolled steps
@@ -88,6 +89,14 @@ class TrainConfig:
     @property
     def num_depths(self) -> int:
         return self.depth if self.method == "peagle" else self.ttt_steps
+
+    def depth_at(self, step: int) -> int:
+        """K_train at this step: 2 (one MASK depth) for the first `shallow_steps`, then `depth`.
+        On the pocket pair, training with every depth from the start left the MASK rows (one token,
+        one hidden state, told apart only by their RoPE positions) with one guess for all depths:
+        0.2-0.3 training accuracy from depth 2 to 18 alike, AL 2.08 at K=4. Learning the first MASK
+        depth alone first, then all 18, gave 0.48 at depth 2 and 0.34 at depth 3."""
+        return min(2, self.depth) if step < self.shallow_steps else self.depth
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -473,7 +482,8 @@ class DrafterTrainer:
         for _ in range(cfg.seqs_per_step):
             sample = self.next_sample()
             if cfg.method == "peagle":
-                loss += peagle_sequence_step(self.drafter, self.targets, sample, cfg, self.generator, self.metrics,
+                now = replace(cfg, depth=cfg.depth_at(self.step))
+                loss += peagle_sequence_step(self.drafter, self.targets, sample, now, self.generator, self.metrics,
                                              scale=1.0 / cfg.seqs_per_step)
             else:
                 loss += eagle3_sequence_step(self.drafter, self.targets, sample, cfg, self.metrics,
