@@ -344,15 +344,15 @@ class Peer:
     speculative: bool = False
 
 
-def on_model_thread(measure: Callable[[BenchSetup, str], dict[int, dict]]):
+def measured_on_model_thread(measure: Callable[[BenchSetup, str], dict[int, dict]]):
     """An in-process peer measured on the torch engine's model thread, where Eyas runs. torch and
     llama.cpp's CPU backend share one OpenMP runtime (libgomp), and a second thread starting
     parallel work gets a second team of workers: on a small machine the two teams make every
     parallel region sleep and wake (see torch_engine.MODEL_THREAD). llama.cpp measured after Eyas
     on the main thread ran 11.1 instead of 1.6 ms/token here."""
     def measure_there(setup: BenchSetup, precision: str) -> dict[int, dict]:
-        from completion.engine.torch_engine import on_model_thread as run
-        return run(measure, setup, precision)
+        from completion.engine.torch_engine import on_model_thread
+        return on_model_thread(measure, setup, precision)
     return measure_there
 
 
@@ -360,9 +360,9 @@ PEERS = {
     "eyas-plain": Peer("Eyas plain", eyas_column("plain")),
     "eyas-eagle3": Peer("Eyas EAGLE-3", eyas_column("eagle3"), True),
     "eyas-peagle": Peer("Eyas P-EAGLE", eyas_column("peagle"), True),
-    "hf": Peer("HF generate", on_model_thread(measure_hf)),
-    "llama-plain": Peer("llama.cpp", on_model_thread(measure_llama_plain)),
-    "llama-lookup": Peer("llama.cpp lookup", on_model_thread(measure_llama_lookup), True),
+    "hf": Peer("HF generate", measured_on_model_thread(measure_hf)),
+    "llama-plain": Peer("llama.cpp", measured_on_model_thread(measure_llama_plain)),
+    "llama-lookup": Peer("llama.cpp lookup", measured_on_model_thread(measure_llama_lookup), True),
     "vllm-plain": Peer("vLLM", measure_vllm_plain),
     "vllm-peagle": Peer("vLLM P-EAGLE", measure_vllm_peagle, True),
 }

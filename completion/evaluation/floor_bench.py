@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .forward_speed import _time_runner
+from .forward_speed import time_runner
 
 SHAPES = {   # Hugging Face config fields; "moe" picks Qwen3-MoE
     "30b-a3b": dict(moe=True, vocab_size=151936, hidden_size=2048, num_hidden_layers=48, num_attention_heads=32,
@@ -150,8 +150,8 @@ def measure(args) -> dict:
             row["compiled_error"] = "torch.compile failed (see the log)"
             continue
         log(f"timing plain decoding ({name})")
-        _time_runner(LeanTargetRunner(lean, compiled), prompt[:32], 4)   # first-call allocations
-        plain_ms = min(_time_runner(LeanTargetRunner(lean, compiled), prompt, args.tokens)[1] for _ in range(2))
+        time_runner(LeanTargetRunner(lean, compiled), prompt[:32], 4)   # first-call allocations
+        plain_ms = min(time_runner(LeanTargetRunner(lean, compiled), prompt, args.tokens)[1] for _ in range(2))
         log(f"timing P-EAGLE steps ({name}, random drafter, K={args.k})")
         step_ms, al = time_peagle(model, drafter, prompt, args.tokens, args.k, compiled)
         row[name] = {"plain_ms_per_token": round(plain_ms, 3), "x_floor": round(plain_ms / floor_ms, 2),

@@ -16,7 +16,7 @@ import torch
 VARIANTS = ("hf", "lean", "lean-compiled", "lean-other-thread")
 
 
-def _time_runner(runner, prompt: list[int], new_tokens: int) -> tuple[float, float]:
+def time_runner(runner, prompt: list[int], new_tokens: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     logits, _ = runner.forward(prompt, logits_to_keep=1)
     prefill_ms = (time.perf_counter() - t0) * 1e3
@@ -62,9 +62,9 @@ def _measure(model_dir: str, *, prompt_tokens: int = 512, new_tokens: int = 64, 
             return LeanTargetRunner(lean_model_for(hf), compiled)
         def timed(prompt, n):
             if variant != "lean-other-thread":
-                return _time_runner(make(), prompt, n)
+                return time_runner(make(), prompt, n)
             with ThreadPoolExecutor(1) as other:
-                return other.submit(_time_runner, make(), prompt, n).result()
+                return other.submit(time_runner, make(), prompt, n).result()
         timed(prompt[:32], 4)   # first-call allocations out of the way
         best = [min(t) for t in zip(*(timed(prompt, new_tokens) for _ in range(repeats)))]
         rows.append({"variant": variant, "prefill_ms": round(best[0], 2), "decode_ms_per_token": round(best[1], 3),
