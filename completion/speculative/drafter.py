@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from completion.engine.lean.model import rms_norm
+from completion.engine.lean.weights import column_major
+
 from .config import DrafterConfig
 
 if TYPE_CHECKING:
@@ -32,9 +35,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # float32 normalisation as vLLM's; one call instead of five elementwise ops (a draft pass
-        # on a CPU is op-count bound)
-        return F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype) * self.weight
+        # float32 normalisation as vLLM's, in as few kernels as the target's (a draft pass on a
+        # CPU is op-count bound)
+        return rms_norm(x, self.weight, self.eps)
 
 
 def rope_inverse_frequencies(cfg: DrafterConfig) -> torch.Tensor:
@@ -189,7 +192,11 @@ class Drafter(nn.Module):
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Project `mask_hidden` through fc once, as vLLM does at load; call after changing weights."""
+        """Project `mask_hidden` through fc once, as vLLM does at load, and store the projections
+        column-major (a draft pass multiplies K rows: see lean/weights.py); call after changing weights."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                column_major(module)
         self.mask_state = self.combine(self.mask_hidden.view(1, -1)).detach()
 
     # ---- math --------------------------------------------------------------------------------

@@ -5,6 +5,13 @@ done every checkpoint conversion (per-expert tensors stacked, tied embeddings re
 device applied), and nothing is held twice: norms, embeddings, lm_head and expert stacks are the
 very same tensors, and the projections we fuse (q|k|v, gate|up) become the storage that the Hugging
 Face parameters then view, so the reference model keeps working on the same memory.
+
+Every projection and lm_head is stored column-major: the [out, in] matrix is a transposed view of
+a contiguous [in, out] buffer. On a CPU in float32, MKL multiplies a few rows by such a weight
+far faster than by a row-major one (lm_head 16k x 256, 1 thread: 5 rows 0.73 vs 1.17 ms, 8 rows
+0.77 vs 1.77; one row equal), so verifying K drafts costs little more than one decode step. bf16
+and GPUs run at the same speed either way, and a tied embedding gathers from the view (2.7 ms
+more to embed 2,048 prompt tokens, nothing per decode step).
 """
 from __future__ import annotations
 
@@ -50,7 +57,7 @@ class LeanWeights:
     embed: torch.Tensor          # [V, H]
     layers: list[LayerWeights]
     norm: torch.Tensor           # [H]
-    lm_head: torch.Tensor        # [V, H]; the embedding itself when tied
+    lm_head: torch.Tensor        # [V, H] (column-major); the embedding itself when tied
     quantized: str | None = None  # "int8": the projections and lm_head are Int8Weight
 
 
@@ -67,9 +74,15 @@ def quantize_int8(weights: LeanWeights) -> None:
     weights.quantized = "int8"
 
 
+def column_major(linear: nn.Linear) -> torch.Tensor:
+    """Re-store the linear's weight column-major (see above) and return it."""
+    linear.weight.data = linear.weight.detach().t().contiguous().t()
+    return linear.weight.detach()
+
+
 def fuse_rows(linears: list[nn.Linear]) -> torch.Tensor:
-    """Stack the linears' weights into one matrix and make each linear a view of its rows."""
-    fused = torch.cat([lin.weight.detach() for lin in linears], dim=0)
+    """Stack the linears' weights into one column-major matrix and make each linear a view of its rows."""
+    fused = torch.cat([lin.weight.detach().t() for lin in linears], dim=1).contiguous().t()
     start = 0
     for lin in linears:
         rows = lin.weight.shape[0]
@@ -87,14 +100,15 @@ def weights_from_hf(hf_model, cfg: LeanConfig) -> LeanWeights:
                          qkv=fuse_rows([attn.q_proj, attn.k_proj, attn.v_proj]),
                          qk_norm=torch.cat([attn.q_norm.weight.detach().expand(cfg.num_heads, -1),
                                             attn.k_norm.weight.detach().expand(cfg.num_kv_heads, -1)]),
-                         o=attn.o_proj.weight.detach(), post_norm=layer.post_attention_layernorm.weight.detach())
+                         o=column_major(attn.o_proj), post_norm=layer.post_attention_layernorm.weight.detach())
         if cfg.moe_layers[i]:
             w.router = mlp.gate.weight.detach()
             w.experts_gate_up = mlp.experts.gate_up_proj.detach()
             w.experts_down = mlp.experts.down_proj.detach()
         else:
             w.gate_up = fuse_rows([mlp.gate_proj, mlp.up_proj])
-            w.down = mlp.down_proj.weight.detach()
+            w.down = column_major(mlp.down_proj)
         layers.append(w)
+    lm_head = column_major(hf_model.lm_head)     # first: a tied embedding then shares its storage
     return LeanWeights(embed=body.embed_tokens.weight.detach(), layers=layers, norm=body.norm.weight.detach(),
-                       lm_head=hf_model.lm_head.weight.detach())
+                       lm_head=lm_head)
