@@ -95,3 +95,19 @@ def test_bad_calls_are_refused():
     with pytest.raises(ValueError, match="hidden layers"):
         lean.forward([1, 2], hidden_layers=(4,))
     assert lean.ids == [] and lean.cache.length == 0
+
+
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_bf16_verification_rows_equal_decode_steps_bit_for_bit(kind):
+    """Lossless speculative decoding below float32 rests on this: each row of a K+1-token
+    verification forward gets exactly the logits and aux states that plain decoding computes
+    one token at a time. (Batched SDPA rounds differently from one query in bf16.)"""
+    lean = lean_model_for(model(kind).to(torch.bfloat16))
+    prompt, drafts = tokens(37), tokens(11, seed=1)
+    one_by_one, together = LeanTargetRunner(lean), LeanTargetRunner(lean)
+    for runner in (one_by_one, together):
+        runner.forward(prompt, logits_to_keep=1)
+    steps = [one_by_one.forward([t], hidden_layers=(1, 2)) for t in drafts]
+    logits, aux = together.forward(drafts, hidden_layers=(1, 2))
+    assert torch.equal(logits, torch.cat([s[0] for s in steps]))
+    assert torch.equal(aux, torch.cat([s[1] for s in steps]))

@@ -36,11 +36,13 @@ class CompiledSteps:
         return not self.failed and n <= MAX_COMPILED_TOKENS and (n > 1, hidden_layers) in self.warmed
 
     def warm_up(self, layer_sets: tuple[tuple[int, ...], ...] = ((),)) -> bool:
-        """Compile the one-token and the multi-token graph for each set of aux layers."""
+        """Compile the one-token and the multi-token graph for each set of aux layers. Below
+        float32 a verification attends row by row (LeanModel.attend_row_by_row), a loop over its
+        row count that a dynamic-size graph cannot hold: there only one-token steps compile."""
         t0 = time.perf_counter()
         try:
             for layers in layer_sets:
-                for n in (1, 3):
+                for n in ((1, 3) if self.model.dtype == torch.float32 else (1,)):
                     cache = self.model.new_cache()
                     with torch.inference_mode():   # as the runner calls it: grad mode is in every graph's guards
                         self._call(cache, list(range(n + 1)), 0, layers)   # a prefill-like first call...
