@@ -76,6 +76,15 @@ def test_compiled_steps_equal_eager():
     assert not compiled.failed
 
 
+def test_a_speculative_engine_below_float32_is_not_compiled():
+    """Compiled bf16 steps round differently from the eager verification rows (not lossless)."""
+    from completion.engine.lean import lean_model_for
+    from completion.engine.torch_engine import compile_lean
+
+    target = random_target(seed=1, num_layers=2, hidden_size=32, vocab_size=256).to(torch.bfloat16)
+    assert compile_lean(lean_model_for(target), drafter=object()) is None
+
+
 def test_int8_weights_stay_close_to_bf16_and_decode(tiny_model_dir):
     """Weight-only int8 (per-row scales, bf16 activations): logits close to the bf16 lean forward,
     the same greedy choice on almost every position, and generation (plain and speculative) runs."""

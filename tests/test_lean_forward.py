@@ -97,12 +97,16 @@ def test_bad_calls_are_refused():
     assert lean.ids == [] and lean.cache.length == 0
 
 
-@pytest.mark.parametrize("kind", ["dense", "moe"])
-def test_bf16_verification_rows_equal_decode_steps_bit_for_bit(kind):
+@pytest.mark.parametrize("kind,precision", [("dense", "bf16"), ("moe", "bf16"), ("dense", "int8")])
+def test_verification_rows_equal_decode_steps_bit_for_bit_below_float32(kind, precision):
     """Lossless speculative decoding below float32 rests on this: each row of a K+1-token
     verification forward gets exactly the logits and aux states that plain decoding computes
     one token at a time. (Batched SDPA rounds differently from one query in bf16.)"""
+    from completion.engine.lean.weights import quantize_int8
+
     lean = lean_model_for(model(kind).to(torch.bfloat16))
+    if precision == "int8":
+        quantize_int8(lean.w)
     prompt, drafts = tokens(37), tokens(11, seed=1)
     one_by_one, together = LeanTargetRunner(lean), LeanTargetRunner(lean)
     for runner in (one_by_one, together):
