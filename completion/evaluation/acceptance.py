@@ -137,18 +137,27 @@ async def run_one(engine, prompt: list[int], mode: str, k: int | None, max_token
     return ids, stats
 
 
-async def run_mode(engine, prompts, mode: str, k: int | None, max_tokens: int, stop_ids, tokenizer):
+async def run_modes(engines, modes, prompts, max_tokens: int, stop_ids, tokenizer) -> list:
+    """Every mode on every prompt, interleaved prompt by prompt (all modes on prompt 1, then on
+    prompt 2, ...): a shared machine's speed drifts over minutes, and modes run one after another
+    would each see a different machine (plain decoding measured 269 and 229 tok/s in two runs)."""
     from completion.evaluation.spec_bench import ModeResult
 
-    result = ModeResult(mode, k)
+    results = [ModeResult(mode, k) for mode, k in modes]
+    for mode, k in modes:                             # warm-up, not counted
+        await run_one(engines[mode], prompts[0], mode, k, 8, stop_ids, tokenizer, f"warm-{mode}-{k}")
+    t0 = time.perf_counter()
     for i, prompt in enumerate(prompts):
-        ids, stats = await run_one(engine, prompt, mode, k, max_tokens, stop_ids, tokenizer,
-                                   f"acc-{mode}-{k}-{i}-{time.monotonic_ns()}")
-        result.outputs.append(ids)
-        if stats is None:
-            continue
-        result.add(stats)
-    return result
+        for (mode, k), r in zip(modes, results):
+            ids, stats = await run_one(engines[mode], prompt, mode, k, max_tokens, stop_ids, tokenizer,
+                                       f"acc-{mode}-{k}-{i}-{time.monotonic_ns()}")
+            r.outputs.append(ids)
+            if stats is not None:
+                r.add(stats)
+        if (i + 1) % 20 == 0 or i + 1 == len(prompts):
+            log(f"[{i + 1}/{len(prompts)} prompts, {time.perf_counter() - t0:.0f}s] "
+                + ", ".join(f"{label(r)} {r.tokens_per_s:.0f} tok/s AL {r.acceptance_length:.2f}" for r in results))
+    return results
 
 
 def label(r) -> str:
@@ -233,19 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             modes.append((name, k))
 
-    async def run_all():
-        results = []
-        for n, (mode, k) in enumerate(modes):
-            eng = engines[mode if mode != "plain" else "plain"]
-            await run_mode(eng, prompts[:1], mode, k, 8, stop_ids, tokenizer)          # warm-up
-            t0 = time.perf_counter()
-            log(f"[{n + 1}/{len(modes)}] {mode}" + (f" K={k}" if k else "") + f": {len(prompts)} prompts")
-            r = await run_mode(eng, prompts, mode, k, args.max_tokens, stop_ids, tokenizer)
-            log(f"      {r.tokens_per_s:.1f} tok/s, AL {r.acceptance_length:.2f} ({time.perf_counter() - t0:.0f}s)")
-            results.append(r)
-        return results
-
-    results = asyncio.run(run_all())
+    results = asyncio.run(run_modes(engines, modes, prompts, args.max_tokens, stop_ids, tokenizer))
     plain = results[0]
     stop_set = set(stop_ids)
     plain_cut = [cut_tokens(tokenizer, ids, stop_set) for ids in plain.outputs]
