@@ -1,6 +1,7 @@
 """Target forward speed: prefill ms and greedy decode ms/token for the Hugging Face forward, the
 lean forward eager and compiled, on the same weights, loaded and run on the torch engine's model
-thread as the engine does. "lean-other-thread" times the lean forward on a second thread, the
+thread as the engine does, and one forward of 1 / 5 / 8 new rows (a verification's shape).
+"lean-other-thread" times the lean forward on a second thread, the
 arrangement the engine avoids (two OpenMP teams, see torch_engine.MODEL_THREAD). A function for
 benchmark commands to call; `python -m completion.evaluation.forward_speed [MODEL_DIR [THREADS
 [VARIANT,...]]]` prints it."""
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 VARIANTS = ("hf", "lean", "lean-compiled", "lean-other-thread")
+VERIFY_ROWS = (1, 5, 8)   # one decode step, and verifications of K = 4 and K = 7 drafts
 
 
 def time_runner(runner, prompt: list[int], new_tokens: int) -> tuple[float, float]:
@@ -26,6 +28,19 @@ def time_runner(runner, prompt: list[int], new_tokens: int) -> tuple[float, floa
         logits, _ = runner.forward([token])
         token = int(logits[-1].argmax())
     return prefill_ms, (time.perf_counter() - t0) * 1e3 / new_tokens
+
+
+def time_verify(runner, prompt: list[int], rows: int, reps: int = 30) -> float:
+    """ms for one forward of `rows` new tokens after `prompt` (a speculative verification's
+    shape), cropped back after each, best of `reps`."""
+    runner.forward(prompt, logits_to_keep=1)
+    base, best = len(runner.ids), float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        runner.forward(prompt[:rows])
+        best = min(best, (time.perf_counter() - t0) * 1e3)
+        runner.crop(base)
+    return best
 
 
 def measure_forward_speed(model_dir: str, **kwargs) -> list[dict]:
@@ -67,7 +82,10 @@ def _measure(model_dir: str, *, prompt_tokens: int = 512, new_tokens: int = 64, 
                 return other.submit(time_runner, make(), prompt, n).result()
         timed(prompt[:32], 4)   # first-call allocations out of the way
         best = [min(t) for t in zip(*(timed(prompt, new_tokens) for _ in range(repeats)))]
+        verify = {n: round(time_verify(make(), prompt, n), 3) for n in VERIFY_ROWS} \
+            if variant != "lean-other-thread" else None
         rows.append({"variant": variant, "prefill_ms": round(best[0], 2), "decode_ms_per_token": round(best[1], 3),
+                     "verify_ms_by_rows": verify,
                      "compile_s": compile_s and round(compile_s, 1), "threads": torch.get_num_threads(),
                      "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "dtype": str(dtype)})
     return rows

@@ -29,8 +29,8 @@ def linear(x: torch.Tensor, w) -> torch.Tensor:
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """As Hugging Face's Qwen3RMSNorm (normalise in float32, cast back, then scale), with torch's
     one-kernel normalisation instead of five elementwise ops: decode steps are op-count bound.
-    In float32 the scale goes inside that kernel too (same rounding, 15 instead of 27 us a call
-    on a CPU); `weight` may also hold one row per head ([heads, D] for x [n, heads, D])."""
+    In float32 the scale goes inside that kernel too (same rounding, one op fewer); `weight` may
+    also hold one row per head ([heads, D] for x [n, heads, D])."""
     if x.dtype == torch.float32 and weight.shape == x.shape[-1:]:
         return F.rms_norm(x, x.shape[-1:], weight, eps)
     return weight * F.rms_norm(x.float(), x.shape[-1:], eps=eps).to(x.dtype)
@@ -117,10 +117,10 @@ class LeanModel:
     def attend_row_by_row(q, k_cache, v_cache, attend_len: int) -> torch.Tensor:
         """Attention for a few consecutive rows (a verification), each row as the one-token step
         at its position computes it. In bf16 the projections already give every row the same bits
-        whatever the row count, but SDPA over several queries rounds differently from one query,
-        which parted speculative greedy output from plain decoding (2 of 30 HumanEval prompts
-        within 64 tokens); row by row, they agree. float32 keeps the one batched call: there
-        outputs agreed on every prompt measured, and one-row projections round differently anyway."""
+        whatever the row count, but SDPA over several queries rounds differently from one query
+        (tests/test_lean_forward.py fails with one batched call); row by row, they agree. float32
+        keeps the one batched call: there speculative and plain outputs agreed on every prompt
+        measured (eval acceptance, engines bench), and one-row projections round differently anyway."""
         n = q.shape[0]
         first = attend_len - n
         return torch.cat([F.scaled_dot_product_attention(q[i:i + 1].transpose(0, 1)[None],
