@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -330,6 +331,17 @@ def test_trainer_reduces_loss_and_saves_a_loadable_drafter(synth_dir, target, tm
     loaded = load_drafter(str(out), target)
     assert loaded.config.draft_vocab_size == 256 and loaded.config.aux_layer_ids == AUX
     torch.testing.assert_close(loaded.fc.weight, drafter.fc.weight.to(torch.bfloat16).float())
+
+    # `--init`: a new run starts from the saved weights, vocabulary included, and trains on
+    from completion.training.peagle_trainer import continue_from
+    fresh = build_drafter(target, ds, replace(cfg, seed=1), mask_token_id=V - 2)
+    continue_from(fresh, out, target, ds)
+    assert fresh.config.mask_token_id == V - 1
+    for name, tensor in loaded.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[name], tensor.to(fresh.state_dict()[name].dtype), msg=name)
+    DrafterTrainer(fresh, target, ds, replace(cfg, steps=2), log=None).run()
+    with pytest.raises(SystemExit, match="num_hidden_layers"):
+        continue_from(build_drafter(target, ds, replace(cfg, num_layers=3), mask_token_id=V - 1), out, target, ds)
 
 
 def test_trainer_resumes_from_its_checkpoint(synth_dir, target, tmp_path):

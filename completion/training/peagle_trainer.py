@@ -401,9 +401,27 @@ def build_drafter(target_model, dataset, cfg: TrainConfig, *, mask_token_id: int
         drafter.fc.weight.normal_(0.0, 1.0 / (math.sqrt(dcfg.fc_input_size) * rms),
                                   generator=torch.Generator().manual_seed(cfg.seed))
         drafter.mask_hidden.normal_(0.0, rms, generator=torch.Generator().manual_seed(cfg.seed + 1))
-    coverage = float(counts[vocab].sum()) / max(1, int(counts.sum()))
-    drafter.vocab_coverage = coverage
+    drafter.vocab_coverage = float(counts[vocab].sum()) / max(1, int(counts.sum()))
     return drafter
+
+
+def continue_from(drafter: Drafter, path: str | Path, target_model, dataset) -> None:
+    """Start from a trained drafter's weights (more training on new data) instead of the
+    target-derived initialisation; it keeps its own draft vocabulary and mask token."""
+    from completion.speculative import load_drafter
+
+    trained = load_drafter(str(path), target_model, device="cpu", dtype=torch.float32)
+    a, b = trained.config, drafter.config
+    for key in ("num_hidden_layers", "hidden_size", "intermediate_size", "draft_vocab_size", "aux_layer_ids"):
+        if getattr(a, key) != getattr(b, key):
+            raise SystemExit(f"--init {path}: its {key} {getattr(a, key)} differs from this run's {getattr(b, key)}")
+    with torch.no_grad():
+        for name, tensor in trained.state_dict().items():
+            drafter.state_dict()[name].copy_(tensor)
+    drafter.config = replace(b, mask_token_id=a.mask_token_id)
+    counts = dataset.label_counts(target_model.config.vocab_size)
+    vocab = trained.to_target_ids(torch.arange(a.draft_vocab_size))
+    drafter.vocab_coverage = float(counts[vocab].sum()) / max(1, int(counts.sum()))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -568,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=None, help="checkpoint directory (default: out/pocket/<method>-work)")
     ap.add_argument("--log", default=None, help="progress log (default: out/pocket/<method>-train.log)")
     ap.add_argument("--resume", action="store_true", help="continue from <work>/ckpt.pt")
+    ap.add_argument("--init", default=None, metavar="DIR",
+                    help="start from this trained drafter (same shape) instead of from the target")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default=None, help="default: cuda when available")
     ap.add_argument("--save-dtype", default="bfloat16", choices=("bfloat16", "float32"))
@@ -591,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(cfg.seed)
     drafter = build_drafter(target, dataset, cfg, mask_token_id=pick_mask_token(tokenizer.get_vocab(),
                                                                                 target.config.vocab_size))
+    if args.init:
+        continue_from(drafter, args.init, target, dataset)
     drafter.to(device)
     drafter.inv_freq = drafter.inv_freq.to(device)
     log_line(log, f"data {args.data}: {len(dataset)} sequences, {dataset.manifest and sum(s['tokens'] for s in dataset.manifest['shards'])} "
