@@ -120,3 +120,26 @@ def test_config_variants_draft_and_round_trip(tmp_path, target, options):
     after = ParallelProposer(loaded, 4).propose(DraftCache(loaded), ids, 3, aux, DraftSampling())
     assert before.token_ids == after.token_ids
     assert all(0 <= t < V for t in after.token_ids)
+
+
+def test_compiled_draft_passes_equal_eager(target):
+    """The compiled inference pass (one graph for one row, one for several, dynamic lengths)
+    drafts what the eager pass drafts, P-EAGLE and EAGLE-3 alike, through a cache growth."""
+    from completion.speculative.compiled import compile_drafter
+
+    eager, fast = drafter_for(target), drafter_for(target)
+    assert compile_drafter(fast) and fast.compiled.warmed == {False, True}
+    ids = torch.randint(0, V - 1, (300,), generator=torch.Generator().manual_seed(4)).tolist()
+    aux = aux_states(target, ids)
+    caches = {d: DraftCache(d) for d in (eager, fast)}
+    end, steps = 40, 0
+    while end < 290:
+        proposer, k = ((ParallelProposer, 6), (AutoregressiveProposer, 4))[steps % 2]
+        start = caches[eager].length
+        drafts = [proposer(d, k).propose(caches[d], ids[:end - 1], ids[end - 1], aux[start:end - 1], DraftSampling())
+                  for d in (eager, fast)]
+        assert drafts[0].token_ids == drafts[1].token_ids
+        end, steps = end + 1 + end % 5, steps + 1   # 1-5 rows pending at the next pass
+    assert caches[fast].capacity == 512 and not fast.compiled.failed
+    for layer in range(eager.config.num_hidden_layers):
+        torch.testing.assert_close(caches[fast].keys[layer][:, :end - 1], caches[eager].keys[layer][:, :end - 1])

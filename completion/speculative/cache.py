@@ -50,14 +50,6 @@ class DraftCache:
         self.values = [grow(v) for v in olds[1]]
         self.capacity = capacity
 
-    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor):
-        """Store k, v [kv_heads, n, head_dim] at positions [start, start+n); return every key and
-        value at positions [0, start+n) for attention."""
-        end = start + k.shape[1]
-        self.keys[layer][:, start:end] = k
-        self.values[layer][:, start:end] = v
-        return self.keys[layer][:, :end], self.values[layer][:, :end]
-
     def commit(self, rows: int, ids: list[int]) -> None:
         """Rows [length, length+rows) become permanent; `ids` lists tokens 0..length+rows."""
         self.length += rows

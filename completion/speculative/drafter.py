@@ -73,6 +73,23 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + swapped * sin
 
 
+class KVBuffers:
+    """Per-layer key/value buffers [kv_heads, capacity, head_dim] (a DraftCache's), written at
+    absolute positions. Built inside the pass from plain tensor lists, so a compiled pass takes
+    the buffers as inputs of any capacity rather than guarding on a cache object."""
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
+        self.keys, self.values = keys, values
+
+    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor):
+        """Store k, v [kv_heads, n, head_dim] at positions [start, start+n); return every key and
+        value at positions [0, start+n) for attention."""
+        end = start + k.shape[1]
+        self.keys[layer][:, start:end] = k
+        self.values[layer][:, start:end] = v
+        return self.keys[layer][:, :end], self.values[layer][:, :end]
+
+
 class DraftAttention(nn.Module):
     def __init__(self, cfg: DrafterConfig, input_size: int):
         super().__init__()
@@ -90,7 +107,7 @@ class DraftAttention(nn.Module):
             self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, cache: "DraftCache | None", layer: int, start: int):
+    def forward(self, x, cos, sin, mask, kv: "KVBuffers | None", layer: int, start: int):
         n = x.shape[0]
         q = self.q_proj(x).view(n, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(n, self.num_kv_heads, self.head_dim)
@@ -100,8 +117,8 @@ class DraftAttention(nn.Module):
         q = apply_rope(q.transpose(0, 1), cos, sin)        # [heads, n, head_dim]
         k = apply_rope(k.transpose(0, 1), cos, sin)
         v = v.transpose(0, 1)
-        if cache is not None:
-            k, v = cache.write(layer, start, k, v)
+        if kv is not None:
+            k, v = kv.write(layer, start, k, v)
         out = F.scaled_dot_product_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), attn_mask=mask,
                                              enable_gqa=self.num_heads != self.num_kv_heads)
         return self.o_proj(out[0].transpose(0, 1).reshape(n, -1))
@@ -129,7 +146,7 @@ class DraftLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = DraftMLP(cfg)
 
-    def forward(self, x, residual, embeds, cos, sin, mask, cache, layer, start):
+    def forward(self, x, residual, embeds, cos, sin, mask, kv, layer, start):
         if self.fusion:
             if self.norm_before_residual:
                 residual = x = self.hidden_norm(x)
@@ -139,7 +156,7 @@ class DraftLayer(nn.Module):
         else:
             residual = x + residual
             x = self.input_layernorm(residual)
-        x = self.self_attn(x, cos, sin, mask, cache, layer, start)
+        x = self.self_attn(x, cos, sin, mask, kv, layer, start)
         residual = x + residual
         return self.mlp(self.post_attention_layernorm(residual)), residual
 
@@ -171,6 +188,7 @@ class Drafter(nn.Module):
         self.inv_freq = rope_inverse_frequencies(cfg)
         self._shared: dict[str, nn.Module] = {}      # the target's modules, never saved or trained
         self.mask_state: torch.Tensor | None = None   # fc(mask_hidden), see refresh()
+        self.compiled = None                          # a CompiledDraft for inference passes, or None
 
     # ---- wiring ------------------------------------------------------------------------------
 
@@ -225,18 +243,29 @@ class Drafter(nn.Module):
         With `cache`: rows are written at `positions` (consecutive) and attend causally to
         everything the cache holds below them. Without: `attn_mask` [T, T] (True = attend).
         Returns (normed [T, H] for the lm_head, state [T, H] fed forward by EAGLE-3 chaining)."""
+        if cache is None:
+            return self.run_layers(input_ids, hidden, positions, attn_mask, None, 0)
+        start, n = int(positions[0]), input_ids.shape[0]
+        cache.reserve(start + n)
+        step = self.compiled if self.compiled is not None and self.compiled.handles(n) else self.cached_forward
+        return step(input_ids, hidden, positions, cache.keys, cache.values, start)
+
+    def cached_forward(self, input_ids, hidden, positions, keys: list[torch.Tensor], values: list[torch.Tensor],
+                       start: int):
+        """The inference pass over KV buffers (what a compiled draft step runs): rows at positions
+        start.. write their keys/values there and see every row up to their own position."""
+        end = start + input_ids.shape[0]
+        mask = torch.arange(end, device=positions.device)[None, :] <= positions[:, None]
+        return self.run_layers(input_ids, hidden, positions, mask, KVBuffers(keys, values), start)
+
+    def run_layers(self, input_ids, hidden, positions, attn_mask, kv, start: int):
+        """The layers, norm and output state; `kv` (KVBuffers, or training's PastKV) holds earlier
+        rows' keys/values and takes the new rows' at `start`."""
         cos, sin = self.rope(positions)
-        start = 0
-        if cache is not None:
-            start = int(positions[0])
-            n = input_ids.shape[0]
-            cache.reserve(start + n)
-            query_pos = torch.arange(start, start + n, device=positions.device)
-            attn_mask = torch.arange(start + n, device=positions.device)[None, :] <= query_pos[:, None]
         embeds = self.embed(input_ids)
         x, residual = hidden, None
         for i, layer in enumerate(self.layers):
-            x, residual = layer(x, residual, embeds, cos, sin, attn_mask, cache, i, start)
+            x, residual = layer(x, residual, embeds, cos, sin, attn_mask, kv, i, start)
         prenorm = x + residual
         normed = self.norm(prenorm)
         return normed, (normed if self.config.norm_output else prenorm)

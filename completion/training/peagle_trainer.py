@@ -181,14 +181,7 @@ class PastKV:
 
 def forward_rows(drafter: Drafter, tokens, hidden, positions, mask, past: PastKV | None = None):
     """Drafter.forward with an explicit [rows, keys] mask and optional earlier keys/values."""
-    cos, sin = drafter.rope(positions)
-    embeds = drafter.embed(tokens)
-    x, residual = hidden, None
-    for i, layer in enumerate(drafter.layers):
-        x, residual = layer(x, residual, embeds, cos, sin, mask, past, i, 0)
-    prenorm = x + residual
-    normed = drafter.norm(prenorm)
-    return normed, (normed if drafter.config.norm_output else prenorm)
+    return drafter.run_layers(tokens, hidden, positions, mask, past, 0)
 
 
 @dataclass
