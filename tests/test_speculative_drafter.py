@@ -132,6 +132,7 @@ def test_compiled_draft_passes_equal_eager(target):
     ids = torch.randint(0, V - 1, (300,), generator=torch.Generator().manual_seed(4)).tolist()
     aux = aux_states(target, ids)
     caches = {d: DraftCache(d) for d in (eager, fast)}
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     end, steps = 40, 0
     while end < 290:
         proposer, k = ((ParallelProposer, 6), (AutoregressiveProposer, 4))[steps % 2]
@@ -141,5 +142,6 @@ def test_compiled_draft_passes_equal_eager(target):
         assert drafts[0].token_ids == drafts[1].token_ids
         end, steps = end + 1 + end % 5, steps + 1   # 1-5 rows pending at the next pass
     assert caches[fast].capacity == 512 and not fast.compiled.failed
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs, "recompiled after the warm-up"
     for layer in range(eager.config.num_hidden_layers):
         torch.testing.assert_close(caches[fast].keys[layer][:, :end - 1], caches[eager].keys[layer][:, :end - 1])

@@ -14,6 +14,8 @@ import time
 
 import torch
 
+from completion.engine.lean.compiled import SPARE_ROWS, compile_dynamic
+
 from .cache import DraftCache
 from .drafter import Drafter
 
@@ -25,8 +27,7 @@ MAX_COMPILED_ROWS = 64   # longer passes (the first one after a prefill) are mat
 class CompiledDraft:
     def __init__(self, drafter: Drafter):
         self.drafter = drafter
-        torch.fx.experimental._config.use_duck_shape = False   # see lean/compiled.py
-        self.fn = torch.compile(drafter.cached_forward, dynamic=True)
+        self.fn = compile_dynamic(drafter.cached_forward, [drafter.inv_freq])   # parameters are static anyway
         self.warmed: set[bool] = set()   # multi-row?
         self.failed = False
         self.compile_s = 0.0
@@ -42,9 +43,9 @@ class CompiledDraft:
                 cache = DraftCache(d)
                 with torch.inference_mode():   # as proposers call it: grad mode is in the guards
                     for start, rows in ((0, n + 1), (n + 1, n)):   # a first pass, then the shape that matters
-                        cache.reserve(start + rows)
+                        cache.reserve(start + rows + SPARE_ROWS)
                         ids = torch.zeros(rows, dtype=torch.long, device=cache.device)
-                        hidden = d.mask_state.expand(rows, -1).contiguous()
+                        hidden = d.mask_state.expand(rows, -1).clone()   # an inference tensor, as in use
                         positions = torch.arange(start, start + rows, device=cache.device)
                         self.fn(ids, hidden, positions, cache.keys, cache.values, start)
                 self.warmed.add(n > 1)
@@ -54,13 +55,16 @@ class CompiledDraft:
         self.compile_s = time.perf_counter() - t0
         return not self.failed
 
-    def __call__(self, input_ids, hidden, positions, keys, values, start: int):
+    def __call__(self, input_ids, hidden, positions, cache: DraftCache, start: int):
+        cache.reserve(start + input_ids.shape[0] + SPARE_ROWS)
+        if hidden.storage_offset():   # a row of the last pass's output (EAGLE-3 chaining): dynamo
+            hidden = hidden.clone()   # specialises offsets 0 and 1, so each would be a new graph
         try:
-            return self.fn(input_ids, hidden, positions, keys, values, start)
+            return self.fn(input_ids, hidden, positions, cache.keys, cache.values, start)
         except Exception:
             log.warning("compiled draft pass failed; running eager from now on", exc_info=True)
             self.failed = True
-            return self.drafter.cached_forward(input_ids, hidden, positions, keys, values, start)
+            return self.drafter.cached_forward(input_ids, hidden, positions, cache.keys, cache.values, start)
 
 
 def compile_drafter(drafter: Drafter) -> bool:

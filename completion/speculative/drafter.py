@@ -74,20 +74,20 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class KVBuffers:
-    """Per-layer key/value buffers [kv_heads, capacity, head_dim] (a DraftCache's), written at
-    absolute positions. Built inside the pass from plain tensor lists, so a compiled pass takes
-    the buffers as inputs of any capacity rather than guarding on a cache object."""
+    """Per-layer key/value buffers [kv_heads, capacity, head_dim] (a DraftCache's) that one pass
+    writes at `positions` (consecutive, ending at `end`). Built inside the pass from plain tensor
+    lists, so a compiled pass takes the buffers as inputs of any capacity rather than guarding on
+    a cache object; written with index_copy_ as the lean target's cache is (a slice assignment
+    made dynamo guard on how the capacity relates to the row count, and recompile)."""
 
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
-        self.keys, self.values = keys, values
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], positions: torch.Tensor, end: int):
+        self.keys, self.values, self.positions, self.end = keys, values, positions, end
 
-    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor):
-        """Store k, v [kv_heads, n, head_dim] at positions [start, start+n); return every key and
-        value at positions [0, start+n) for attention."""
-        end = start + k.shape[1]
-        self.keys[layer][:, start:end] = k
-        self.values[layer][:, start:end] = v
-        return self.keys[layer][:, :end], self.values[layer][:, :end]
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Store the pass's k, v [kv_heads, n, head_dim]; return every key and value up to `end`."""
+        self.keys[layer].index_copy_(1, self.positions, k)
+        self.values[layer].index_copy_(1, self.positions, v)
+        return self.keys[layer][:, :self.end], self.values[layer][:, :self.end]
 
 
 class DraftAttention(nn.Module):
@@ -107,7 +107,7 @@ class DraftAttention(nn.Module):
             self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, kv: "KVBuffers | None", layer: int, start: int):
+    def forward(self, x, cos, sin, mask, kv: "KVBuffers | None", layer: int):
         n = x.shape[0]
         q = self.q_proj(x).view(n, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(n, self.num_kv_heads, self.head_dim)
@@ -118,7 +118,7 @@ class DraftAttention(nn.Module):
         k = apply_rope(k.transpose(0, 1), cos, sin)
         v = v.transpose(0, 1)
         if kv is not None:
-            k, v = kv.write(layer, start, k, v)
+            k, v = kv.write(layer, k, v)
         out = F.scaled_dot_product_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), attn_mask=mask,
                                              enable_gqa=self.num_heads != self.num_kv_heads)
         return self.o_proj(out[0].transpose(0, 1).reshape(n, -1))
@@ -146,7 +146,7 @@ class DraftLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = DraftMLP(cfg)
 
-    def forward(self, x, residual, embeds, cos, sin, mask, kv, layer, start):
+    def forward(self, x, residual, embeds, cos, sin, mask, kv, layer):
         if self.fusion:
             if self.norm_before_residual:
                 residual = x = self.hidden_norm(x)
@@ -156,7 +156,7 @@ class DraftLayer(nn.Module):
         else:
             residual = x + residual
             x = self.input_layernorm(residual)
-        x = self.self_attn(x, cos, sin, mask, kv, layer, start)
+        x = self.self_attn(x, cos, sin, mask, kv, layer)
         residual = x + residual
         return self.mlp(self.post_attention_layernorm(residual)), residual
 
@@ -244,11 +244,12 @@ class Drafter(nn.Module):
         everything the cache holds below them. Without: `attn_mask` [T, T] (True = attend).
         Returns (normed [T, H] for the lm_head, state [T, H] fed forward by EAGLE-3 chaining)."""
         if cache is None:
-            return self.run_layers(input_ids, hidden, positions, attn_mask, None, 0)
+            return self.run_layers(input_ids, hidden, positions, attn_mask, None)
         start, n = int(positions[0]), input_ids.shape[0]
+        if self.compiled is not None and self.compiled.handles(n):
+            return self.compiled(input_ids, hidden, positions, cache, start)
         cache.reserve(start + n)
-        step = self.compiled if self.compiled is not None and self.compiled.handles(n) else self.cached_forward
-        return step(input_ids, hidden, positions, cache.keys, cache.values, start)
+        return self.cached_forward(input_ids, hidden, positions, cache.keys, cache.values, start)
 
     def cached_forward(self, input_ids, hidden, positions, keys: list[torch.Tensor], values: list[torch.Tensor],
                        start: int):
@@ -256,16 +257,16 @@ class Drafter(nn.Module):
         start.. write their keys/values there and see every row up to their own position."""
         end = start + input_ids.shape[0]
         mask = torch.arange(end, device=positions.device)[None, :] <= positions[:, None]
-        return self.run_layers(input_ids, hidden, positions, mask, KVBuffers(keys, values), start)
+        return self.run_layers(input_ids, hidden, positions, mask, KVBuffers(keys, values, positions, end))
 
-    def run_layers(self, input_ids, hidden, positions, attn_mask, kv, start: int):
+    def run_layers(self, input_ids, hidden, positions, attn_mask, kv):
         """The layers, norm and output state; `kv` (KVBuffers, or training's PastKV) holds earlier
-        rows' keys/values and takes the new rows' at `start`."""
+        rows' keys/values and takes the new rows'."""
         cos, sin = self.rope(positions)
         embeds = self.embed(input_ids)
         x, residual = hidden, None
         for i, layer in enumerate(self.layers):
-            x, residual = layer(x, residual, embeds, cos, sin, attn_mask, kv, i, start)
+            x, residual = layer(x, residual, embeds, cos, sin, attn_mask, kv, i)
         prenorm = x + residual
         normed = self.norm(prenorm)
         return normed, (normed if self.config.norm_output else prenorm)

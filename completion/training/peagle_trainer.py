@@ -172,7 +172,7 @@ class PastKV:
         self.k: list = [None] * num_layers
         self.v: list = [None] * num_layers
 
-    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor):
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         if self.k[layer] is not None:
             k, v = torch.cat([self.k[layer], k], dim=1), torch.cat([self.v[layer], v], dim=1)
         self.k[layer], self.v[layer] = k, v
@@ -181,7 +181,7 @@ class PastKV:
 
 def forward_rows(drafter: Drafter, tokens, hidden, positions, mask, past: PastKV | None = None):
     """Drafter.forward with an explicit [rows, keys] mask and optional earlier keys/values."""
-    return drafter.run_layers(tokens, hidden, positions, mask, past, 0)
+    return drafter.run_layers(tokens, hidden, positions, mask, past)
 
 
 @dataclass

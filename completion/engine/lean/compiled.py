@@ -9,25 +9,57 @@ completion for a compile, and any compile or runtime failure switches to eager f
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 import torch
 
 from .model import LeanModel
+from .weights import Int8Weight, LeanWeights
 
 log = logging.getLogger(__name__)
 
 MAX_COMPILED_TOKENS = 64   # longer forwards (prefills) are matmul-bound: compiling gains nothing
 
 
+def compile_dynamic(fn, weights=()):
+    """torch.compile with every size symbolic except the `weights`' (which never change: left
+    symbolic, a 256-wide weight and a 256-row cache share a symbol, and the cache's growth to 512
+    recompiled the step in the middle of a completion), as the lean and draft steps use it.
+    Their callers keep one spare cache row (see SPARE_ROWS)."""
+    for w in weights:
+        torch._dynamo.mark_static(w)
+    # No "duck sizing": dynamo would otherwise assume that sizes equal during warm-up (a
+    # 256-row cache, a 256-wide model) stay equal, and recompile when a cache grows.
+    torch.fx.experimental._config.use_duck_shape = False
+    # One code object serves every model of a kind (LeanModel.layers, Drafter.cached_forward):
+    # a target's 4 graphs and two drafters' 2-3 each exceed the default limit of 8 entries,
+    # past which dynamo gives up on the function and compiles its callees piecemeal.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
+    return torch.compile(fn, dynamic=True)
+
+
+# Buffers are reserved one row past a step's attention length: a slice that takes a whole buffer
+# is a special case to dynamo, so a step ending exactly at the capacity recompiled.
+SPARE_ROWS = 1
+
+
+def weight_tensors(w: LeanWeights):
+    for item in [w.embed, w.norm, w.lm_head] + [getattr(layer, f.name) for layer in w.layers
+                                                 for f in dataclasses.fields(layer)]:
+        if isinstance(item, Int8Weight):
+            yield from (item.q, item.scale)
+        elif item is not None:
+            yield item
+            if item._base is not None:   # a column-major weight's contiguous buffer
+                yield item._base
+
+
 class CompiledSteps:
     def __init__(self, model: LeanModel):
         self.model = model
-        # No "duck sizing": dynamo would otherwise assume that sizes equal during warm-up (a
-        # 256-row cache, a 256-wide model) stay equal, and recompile when a cache grows.
-        torch.fx.experimental._config.use_duck_shape = False
-        self.fn = torch.compile(model.layers, dynamic=True)
+        self.fn = compile_dynamic(model.layers, weight_tensors(model.w))
         self.warmed: set[tuple[bool, tuple[int, ...]]] = set()
         self.failed = False
         self.compile_s = 0.0
@@ -43,6 +75,8 @@ class CompiledSteps:
         try:
             for layers in layer_sets:
                 for n in ((1, 3) if self.model.dtype == torch.float32 else (1,)):
+                    if (n > 1, layers) in self.warmed:
+                        continue
                     cache = self.model.new_cache()
                     with torch.inference_mode():   # as the runner calls it: grad mode is in every graph's guards
                         self._call(cache, list(range(n + 1)), 0, layers)   # a prefill-like first call...
@@ -65,7 +99,7 @@ class CompiledSteps:
 
     def _call(self, cache, new_ids, start, hidden_layers):
         model, n = self.model, len(new_ids)
-        model.reserve(cache, start + n)
+        model.reserve(cache, start + n + SPARE_ROWS)
         ids = torch.tensor(new_ids, dtype=torch.long, device=model.device)
         positions = torch.arange(start, start + n, device=model.device)
         return self.fn(ids, positions, cache.k, cache.v, model.rope.cos, model.rope.sin, start + n, hidden_layers,

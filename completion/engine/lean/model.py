@@ -82,15 +82,19 @@ class LeanModel:
         mask = None
         if masked:   # causal with an offset: row i sees cache rows up to its own position
             mask = torch.arange(attend_len, device=x.device)[None, :] <= positions[:, None]
-        captured = {}   # references to the residual stream, no copies until the one cat below
+        # references to the residual stream, no copies until the one cat below. Matched by
+        # comparison, not looked up by key: a compiled graph sees the layer numbers as symbolic
+        # ints, and a dict keyed by them raised KeyError there (dynamo then skipped the whole graph)
+        captured = [None] * len(hidden_layers)
         for i, layer in enumerate(self.w.layers):
-            if i in hidden_layers:
-                captured[i] = x
+            for j, wanted in enumerate(hidden_layers):
+                if wanted == i:
+                    captured[j] = x
             h = rms_norm(x, layer.input_norm, self.cfg.rms_norm_eps)
             x = x + self.attention(h, layer, cos, sin, positions, k_cache[i], v_cache[i], attend_len, mask)
             h = rms_norm(x, layer.post_norm, self.cfg.rms_norm_eps)
             x = x + (self.experts(h, layer) if layer.router is not None else self.mlp(h, layer))
-        aux = torch.cat([captured[i] for i in hidden_layers], dim=-1) if hidden_layers else None
+        aux = torch.cat(captured, dim=-1) if hidden_layers else None
         return rms_norm(x, self.w.norm, self.cfg.rms_norm_eps), aux
 
     def logits(self, normed: torch.Tensor) -> torch.Tensor:
