@@ -5,6 +5,7 @@ and autoregressive (EAGLE-3) drafting, lossless verification.
     config.py      config.json <-> DrafterConfig cache.py       the drafter's per-document KV
     layout.py      draft query rows (diagram)   proposer.py    parallel / autoregressive drafting
     verify.py      greedy + rejection sampling  decoder.py     the engine's SpeculativeDecoder
+    compiled.py    the drafter pass under torch.compile (opt-in, with the engine's `compile`)
 """
 from .checkpoint import DrafterCheckpointError, load_drafter, save_drafter
 from .config import DrafterConfig, DrafterConfigError, default_aux_layer_ids, distinct_aux_layer_ids
