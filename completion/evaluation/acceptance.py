@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoTokenizer
 
     from completion.engine.base import EngineInfo
-    from completion.engine.torch_engine import TorchEngine
+    from completion.engine.torch_engine import TorchEngine, on_model_thread
     from completion.prompt import PromptBuilder
     from completion.speculative import load_drafter
 
@@ -235,9 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(path).exists():
             log(f"note: no {name} drafter at {path}: its rows are skipped")
             continue
-        drafter = load_drafter(path, engine.model, device="cpu", dtype=torch.float32)
+        # on the engine's model thread, as every torch op of an engine: loading or compiling on
+        # this one gave it a second OpenMP team, and at 2 threads plain decoding ran at half speed
+        drafter = on_model_thread(load_drafter, path, engine.model, device="cpu", dtype=torch.float32)
         info = EngineInfo(engine="torch", model=args.model, device="cpu", draft=path)
-        engines[name] = TorchEngine(engine.model, tokenizer, info, drafter, compile_steps=args.compile)
+        engines[name] = on_model_thread(TorchEngine, engine.model, tokenizer, info, drafter,
+                                        compile_steps=args.compile)
         for k in (int(x) for x in ks.split(",") if x):
             if k > drafter.config.max_depth:
                 log(f"note: {name} K={k} exceeds the drafter's trained depth {drafter.config.max_depth}: skipped")
