@@ -121,8 +121,7 @@ def compile_lean(lean, drafter):
     # of the same function pile graphs onto one code object until dynamo's cache limit, after
     # which it compiles the inner functions one by one (eval acceptance's three engines ran
     # slower compiled than eager)
-    compiled = getattr(lean, "compiled_steps", None) or CompiledSteps(lean)
-    lean.compiled_steps = compiled
+    compiled = lean.compiled_steps = lean.compiled_steps or CompiledSteps(lean)
     layer_sets = ((),) if drafter is None else ((), tuple(drafter.config.aux_layer_ids))
     return compiled if compiled.warm_up(layer_sets) else None
 

@@ -46,6 +46,7 @@ SPARE_ROWS = 1
 
 
 def weight_tensors(w: LeanWeights):
+    """Every tensor the model's weights hold (the ones compile_dynamic keeps static)."""
     for item in [w.embed, w.norm, w.lm_head] + [getattr(layer, f.name) for layer in w.layers
                                                  for f in dataclasses.fields(layer)]:
         if isinstance(item, Int8Weight):

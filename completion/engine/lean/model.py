@@ -48,6 +48,7 @@ class LeanModel:
         self.cfg, self.w = cfg, weights
         self.dtype, self.device = weights.embed.dtype, weights.embed.device
         self.rope = RopeTables(cfg, self.dtype, self.device)
+        self.compiled_steps = None   # its CompiledSteps, one for every engine over it (torch_engine.compile_lean)
 
     @classmethod
     def from_hf(cls, hf_model) -> "LeanModel":
