@@ -24,10 +24,9 @@ MAX_COMPILED_TOKENS = 64   # longer forwards (prefills) are matmul-bound: compil
 
 
 def compile_dynamic(fn, weights=()):
-    """torch.compile with every size symbolic except the `weights`' (which never change: left
-    symbolic, a 256-wide weight and a 256-row cache share a symbol, and the cache's growth to 512
-    recompiled the step in the middle of a completion), as the lean and draft steps use it.
-    Their callers keep one spare cache row (see SPARE_ROWS)."""
+    """torch.compile for the lean and draft steps: every size symbolic except the `weights`', which
+    never change (left symbolic, a 256-wide weight and a 256-row cache shared a symbol, and the
+    cache's growth to 512 recompiled the step mid-completion). Callers keep SPARE_ROWS free."""
     for w in weights:
         torch._dynamo.mark_static(w)
     # No "duck sizing": dynamo would otherwise assume that sizes equal during warm-up (a
