@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from completion.evaluation.acceptance import cut_tokens, function_end, load_humaneval, parses
+from completion.evaluation.acceptance import cut_tokens, function_end, load_humaneval, parses, served
 from completion.evaluation.infill import edit_similarity, exact_match, first_line, infill_cases, levenshtein
 
 
@@ -32,6 +32,15 @@ def tiny_pair(tmp_path_factory):
     return target_dir, dirs["peagle"], dirs["eagle3"]
 
 
+def test_served_is_what_an_editor_shows_after_the_prompt():
+    problem = {"prompt": 'def f(x):\n    """Double x."""\n'}
+    loop = "    y = x * 2\n" + "    if y:\n        return y\n" * 4 + "    if y"
+    shown = served(problem, loop)
+    assert shown == "    y = x * 2\n    if y:\n        return y"
+    assert parses(problem["prompt"] + shown) and not parses(problem["prompt"] + loop)
+    assert served(problem, "    return f(" + "1, " * 20) == ""   # a loop and nothing else: not shown
+
+
 def test_acceptance_eval_writes_json_and_spec_equals_plain(tiny_pair, tmp_path, capsys):
     from completion.evaluation.acceptance import main
 
@@ -54,6 +63,7 @@ def test_acceptance_eval_writes_json_and_spec_equals_plain(tiny_pair, tmp_path, 
     assert len(rows[("peagle", 18)]["acceptance_per_pos"]) == 18
     assert all(r["acceptance_length"] >= 1.0 for r in report["rows"])
     assert 0 <= report["parse"]["fraction"] <= 1 and "bars" in report
+    assert 0 <= report["parse"]["served_parsed"] + report["parse"]["served_discarded"] <= 2
     assert (tmp_path / "acc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "seed AL" in printed and "7.51" in printed and "ast.parse" in printed

@@ -13,6 +13,7 @@ import pytest
 
 from completion.postprocess import RULES, CompletionSite, is_multiline, postprocess, should_stop
 from completion.postprocess.rules.cut_at_copy_of_line_suffix import cut_at_copy_of_line_suffix
+from completion.postprocess.rules.cut_at_loop import cut_at_loop, find_loop
 from completion.postprocess.rules.cut_to_first_line import cut_to_first_line
 from completion.postprocess.rules.drop_control_characters import drop_control_characters
 from completion.postprocess.rules.drop_duplicate_of_suffix import drop_duplicate_of_suffix
@@ -319,6 +320,40 @@ def test_drop_retyped_indent(document, text, expected):
 ])
 def test_drop_repetitive_junk(document, text, expected):
     assert drop_repetitive_junk(text, site("python", document), True) == expected
+
+
+LOOP_TEXTS = [
+    "a = 1\nb = 2\na = 1\nb = 2\na = 1\nb = 2\na = 1\nb",
+    "x = f(1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2)\ny = 1",
+    "pass\n" * 7,
+    "if a:\n    b()\nif a:\n    b()\nelse:\n    c()\n",
+]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("a = 1\nb = 2\n" * 3, "a = 1\nb = 2"),
+    ("a = 1\nb = 2\n" * 2, "a = 1\nb = 2\n" * 2),                    # twice is not a loop
+    ("x.append(0)\n" * 4 + "return x", "x.append(0)\n" * 4 + "return x"),   # four times is code
+    ("x.append(0)\n" * 5 + "return x", "x.append(0)"),
+    ("# " + "=" * 40 + "\nx = 1", "# " + "=" * 40 + "\nx = 1"),       # a rule line is decoration
+    ("y = 2\nf(" + "a, " * 16 + "\n", "y = 2"),
+    ("f(" + "a, b, " * 16, ""),
+    ("    return 1\nif x:\n" + "    return 1\nif x:\n" * 2, "    return 1\nif x:\n    return 1"),
+])
+def test_cut_at_loop(text, expected):
+    assert cut_at_loop(text, site("python", "def f():\n    ║"), True) == expected
+
+
+@pytest.mark.parametrize("text", LOOP_TEXTS)
+def test_loop_cut_never_moves_as_text_grows(text):
+    """should_stop relies on it: the first cut found stays where it is whatever follows."""
+    first = None
+    for n in range(len(text) + 1):
+        cut = find_loop(text[:n])
+        if first is None and cut is not None and cut < n:
+            first = cut
+        if first is not None:
+            assert cut == first, (n, text[:n])
 
 
 # --- never raise ---------------------------------------------------------------------------

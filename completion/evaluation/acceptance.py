@@ -10,7 +10,9 @@ draft position, and decode tokens/s. The P-EAGLE rows are printed beside the see
 
 Speculative decoding is lossless: every speculative output is checked against plain greedy output,
 prompt by prompt (up to the stop point), and mismatches are counted (expected 0). The plain
-completions are also checked with `ast.parse(prompt + completion)`.
+completions are also checked with `ast.parse(prompt + completion)`, as the model wrote them (the
+bar) and as an editor would show them after Eyas' post-processing (a discarded one counts as not
+parsing).
 
     eyas eval acceptance [--model DIR --draft DIR --eagle3 DIR] [--max-tokens 128] [--limit N]
                          [--format l2r|fim] [--threads 1] [--compile] [--out out/eval/acceptance.json]
@@ -86,6 +88,14 @@ def parses(source: str) -> bool:
         return True
     except (SyntaxError, ValueError):
         return False
+
+
+def served(problem: dict, text: str) -> str:
+    """The completion as the editor would show it at the end of the prompt (post-processed)."""
+    from completion.postprocess import CompletionSite, postprocess
+
+    prompt = problem["prompt"]
+    return postprocess(text, CompletionSite("python", prompt, "", prompt[prompt.rfind("\n") + 1:], ""), True)
 
 
 def build_prompt(builder, tokenizer, problem: dict, fmt: str) -> list[int]:
@@ -253,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     plain_cut = [cut_tokens(tokenizer, ids, stop_set) for ids in plain.outputs]
     parsed = [parses(p["prompt"] + text) for p, (_, text) in zip(problems, plain_cut)]
     parse_fraction = sum(parsed) / len(parsed) if parsed else 0.0
+    shown = [served(p, text) for p, (_, text) in zip(problems, plain_cut)]
+    shown_parsed = [bool(t) and parses(p["prompt"] + t) for p, t in zip(problems, shown)]
     rows = []
     for r in results:
         mismatched = []
@@ -279,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nseed column: the 30B pair (Qwen3-Coder-30B-A3B-Instruct + P-EAGLE), K = 4 / 10 / 18 -> "
           f"{' / '.join(f'{v:.2f}' for v in SEED_AL.values())}")
     print(f"plain completions that parse (ast.parse(prompt + completion)): {sum(parsed)}/{len(parsed)} "
-          f"({100 * parse_fraction:.1f}%)")
+          f"({100 * parse_fraction:.1f}%); as an editor shows them, post-processed: {sum(shown_parsed)}/{len(parsed)} "
+          f"({sum(not t for t in shown)} discarded)")
     print(f"speculative outputs different from plain: {sum(r['mismatches'] for r in rows)} (expected 0)")
     for name, ok in bars.items():
         print(f"  [{'PASS' if ok else 'FAIL'}] {name}")
@@ -293,10 +306,11 @@ def main(argv: list[str] | None = None) -> int:
                     "torch_threads": torch.get_num_threads(), "compile": args.compile, "torch": torch.__version__},
         "seed_acceptance_length": SEED_AL, "rows": rows,
         "parse": {"parsed": sum(parsed), "total": len(parsed), "fraction": parse_fraction,
-                  "failed_tasks": [p["task_id"] for p, ok in zip(problems, parsed) if not ok]},
+                  "failed_tasks": [p["task_id"] for p, ok in zip(problems, parsed) if not ok],
+                  "served_parsed": sum(shown_parsed), "served_discarded": sum(not t for t in shown)},
         "mismatches": sum(r["mismatches"] for r in rows), "bars": bars,
-        "completions": [{"task_id": p["task_id"], "completion": text, "parses": ok}
-                        for p, (_, text), ok in zip(problems, plain_cut, parsed)],
+        "completions": [{"task_id": p["task_id"], "completion": text, "parses": ok, "served": t, "served_parses": sok}
+                        for p, (_, text), ok, t, sok in zip(problems, plain_cut, parsed, shown, shown_parsed)],
     }
     out.write_text(json.dumps(report, indent=2) + "\n")
     from completion.evaluation.spec_bench import write_png

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .completion_site import CompletionSite
 from .rules.cut_at_copy_of_line_suffix import cut_at_copy_of_line_suffix
+from .rules.cut_at_loop import cut_at_loop
 from .rules.cut_to_first_line import cut_to_first_line
 from .rules.drop_retyped_indent import drop_retyped_indent
 from .rules.drop_control_characters import drop_control_characters
@@ -26,6 +27,7 @@ RULES: tuple[Rule, ...] = (
     drop_retyped_indent,           # cursor after indentation: the first line's leading whitespace
     cut_to_first_line,             # single-line mode: first line only
     limit_to_block,                # stop where the cursor's block ends
+    cut_at_loop,                   # a block repeated over and over -> its first copy
     drop_duplicate_of_suffix,      # the completion is what follows the cursor -> discard
     trim_lines_repeating_suffix,   # last lines re-type the next lines -> trim them
     cut_at_copy_of_line_suffix,    # last line re-types the rest of the cursor line -> cut
