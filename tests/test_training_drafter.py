@@ -13,8 +13,9 @@ import torch
 from completion.prompt import ENDOFTEXT, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
 from completion.training.drafter_fit import group_mask
 from completion.training.peagle_trainer import (Metrics, TrainConfig, build_drafter, cod_sample, eagle3_unroll,
-                                                element_supervision, make_targets, partition_elements,
-                                                peagle_forward, peagle_sequence_step, supervised_rows)
+                                                element_supervision, element_weights, make_targets,
+                                                partition_elements, peagle_forward, peagle_sequence_step,
+                                                supervised_rows)
 from completion.training.synthesis import (PromptSource, SynthConfig, SynthDataset, Sample, finished_shards,
                                            generate_batch, synthesize)
 from completion.training.synthetic import random_target
@@ -239,9 +240,9 @@ def test_partition_covers_each_element_once_with_its_context():
         assert (depth[idx[~own]] == 0).all()                # context rows are depth-0 only
 
 
-@pytest.mark.parametrize("segments", [2, 3, 5])
-def test_partitioned_gradients_equal_single_pass(target, segments):
-    cfg = TrainConfig(depth=8)
+@pytest.mark.parametrize("segments,depth_decay", [(2, 0.0), (3, 0.0), (5, 0.0), (3, 0.8)])
+def test_partitioned_gradients_equal_single_pass(target, segments, depth_decay):
+    cfg = TrainConfig(depth=8, depth_decay=depth_decay)
     sample = tiny_sample(2, T=70, P=15)
 
     def grads(num_segments):
@@ -262,6 +263,16 @@ def test_partitioned_gradients_equal_single_pass(target, segments):
         scale = float(g1[n].norm())
         if scale > 0:
             assert float((g1[n] - gS[n]).norm()) / scale < 1e-5, n
+
+
+def test_element_weights_count_normalised_or_per_depth():
+    depth = torch.tensor([0, 0, 0, 0, 1, 1, 2])
+    counted = torch.tensor([True, True, True, False, True, True, True])
+    assert torch.allclose(element_weights(depth, counted, 0.0), torch.full((7,), 1 / 6))
+    w = element_weights(depth, counted, 0.5)
+    # each depth sums to decay^d over its counted elements: the mean KL of depth d, weighted
+    assert torch.allclose(torch.stack([w[counted & (depth == d)].sum() for d in range(3)]),
+                          torch.tensor([1.0, 0.5, 0.25]))
 
 
 # ---- EAGLE-3 training-time test --------------------------------------------------------------------

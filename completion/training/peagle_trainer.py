@@ -14,13 +14,17 @@ P-EAGLE (research/peagle.md §3, arXiv 2602.01469):
   * the parallel-group mask (`drafter_fit.group_mask`): an element sees the depth-0 rows up to its
     anchor and the earlier depths of its own chain: what MASK slot d sees at inference;
   * loss: KL(target || drafter) over the draft vocabulary, summed over every supervised element and
-    divided by their count (no per-depth weights); the target's logits are recomputed from its
+    divided by their count (no per-depth weights: the paper's); or, with `depth_decay` g > 0,
+    sum_d g^d mean_d KL, each depth averaged over its own elements, as the EAGLE-3 baseline weighs
+    its unrolled steps (a small drafter otherwise spends its capacity on the many deep elements,
+    where COD puts ~80% of them, and is weaker at the first depths that most drafts are accepted
+    at); the target's logits are recomputed from its
     stored final hidden state with its lm_head; elements whose target top-1 lies outside the draft
     vocabulary are dropped (as EAGLE-3 / SpecForge do) but still count as misses in the accuracy;
   * trainable embeddings (initialised from the target's; the MASK row learns) and `mask_hidden`;
   * sequence partitioning (the paper's Algorithm 1, `partition_elements`): segments of the sequence
     each carry the depth-0 prefix before them as context-only rows; forward + backward per segment
-    with one shared denominator accumulates exactly the single-pass gradient.
+    with weights fixed for the whole sequence accumulates exactly the single-pass gradient.
 Supervision covers the generated region only (rows j >= prompt_len - 1, as the responses are the
 target's own; prompt rows are context), and a chain only where all its tokens are generated.
 
@@ -70,6 +74,7 @@ class TrainConfig:
     shallow_steps: int = 0          # first train at K_train = 2 for this many steps (0: off)
     r: float = 0.7                  # COD retention per depth
     r_min: float = 0.2              # COD retention floor
+    depth_decay: float = 0.0        # > 0: loss sum_d depth_decay^d mean_d KL (0: one mean over all elements)
     ttt_steps: int = 7              # EAGLE-3 unrolled steps
     ttt_decay: float = 0.8
     max_rows: int = 4096            # P-EAGLE elements per forward before sequence partitioning
@@ -253,9 +258,18 @@ def peagle_forward(drafter: Drafter, sample, anchor: torch.Tensor, depth: torch.
     return normed
 
 
-def peagle_segment_loss(drafter: Drafter, targets: Targets, sample, anchor, depth, supervise, denom: int,
+def element_weights(depth: torch.Tensor, counted: torch.Tensor, decay: float) -> torch.Tensor:
+    """[R] loss weight of each element (`counted`: supervised, target top-1 in the draft vocabulary).
+    decay 0: 1 / (elements counted); else decay^d / (elements counted at depth d)."""
+    if decay <= 0:
+        return torch.full(depth.shape, 1.0 / max(int(counted.sum()), 1))
+    per_depth = torch.bincount(depth[counted], minlength=int(depth.max()) + 1).clamp(min=1).float()
+    return decay ** depth.float() / per_depth[depth]
+
+
+def peagle_segment_loss(drafter: Drafter, targets: Targets, sample, anchor, depth, supervise, weight: torch.Tensor,
                         metrics: Metrics | None = None) -> torch.Tensor:
-    """Loss (sum of KL / denom) of one segment's elements (all of a sequence's, unpartitioned)."""
+    """Loss (sum of weight x KL) of one segment's elements (all of a sequence's, unpartitioned)."""
     device = drafter.fc.weight.device
     normed = peagle_forward(drafter, sample, anchor, depth)
     anchor, depth, supervise = anchor.to(device), depth.to(device), supervise.to(device)
@@ -269,7 +283,7 @@ def peagle_segment_loss(drafter: Drafter, targets: Targets, sample, anchor, dept
             if sel.any():
                 metrics.add_depth(d, hit[sel])
         metrics.elements += int(anchor.numel())
-    return (kl * keep).sum() / max(denom, 1)
+    return (kl * keep * weight.to(device)[supervise]).sum()
 
 
 def peagle_sequence_step(drafter: Drafter, targets: Targets, sample, cfg: TrainConfig,
@@ -282,20 +296,20 @@ def peagle_sequence_step(drafter: Drafter, targets: Targets, sample, cfg: TrainC
     anchor, depth = cod_sample(valid, cfg.depth, cfg.r, cfg.r_min, generator)
     supervise = element_supervision(anchor, depth, valid)
     labels = sample.labels[anchor + depth + 1]
-    in_vocab = targets.to_draft.cpu()[labels] >= 0
-    denom = int((supervise & in_vocab).sum())
+    counted = supervise & (targets.to_draft.cpu()[labels] >= 0)
+    weight = element_weights(depth, counted, cfg.depth_decay)
     if segments is None:
         segments = cfg.segments or max(1, math.ceil(anchor.numel() / cfg.max_rows))
     total = 0.0
     for idx, own in partition_elements(anchor, depth, n, segments):
-        loss = peagle_segment_loss(drafter, targets, sample, anchor[idx], depth[idx], supervise[idx] & own, denom,
-                                   metrics)
+        loss = peagle_segment_loss(drafter, targets, sample, anchor[idx], depth[idx], supervise[idx] & own,
+                                   weight[idx], metrics)
         (loss * scale).backward()
         total += float(loss.detach())
     if metrics is not None:
         metrics.loss += total
         metrics.loss_n += 1
-        metrics.supervised += denom
+        metrics.supervised += int(counted.sum())
     return total
 
 
