@@ -16,9 +16,9 @@ P-EAGLE (research/peagle.md §3, arXiv 2602.01469):
   * loss: KL(target || drafter) over the draft vocabulary, summed over every supervised element and
     divided by their count (no per-depth weights: the paper's); or, with `depth_decay` g > 0,
     sum_d g^d mean_d KL, each depth averaged over its own elements, as the EAGLE-3 baseline weighs
-    its unrolled steps (a small drafter otherwise spends its capacity on the many deep elements,
-    where COD puts ~80% of them, and is weaker at the first depths that most drafts are accepted
-    at); the target's logits are recomputed from its
+    its unrolled steps (a small drafter otherwise spends its capacity on the MASK depths, which
+    hold ~80% of the elements COD keeps, and is weaker at the first depths, where most drafts
+    are accepted); the target's logits are recomputed from its
     stored final hidden state with its lm_head; elements whose target top-1 lies outside the draft
     vocabulary are dropped (as EAGLE-3 / SpecForge do) but still count as misses in the accuracy;
   * trainable embeddings (initialised from the target's; the MASK row learns) and `mask_hidden`;
