@@ -340,6 +340,46 @@ def test_cli_trains_resumes_and_exports(tmp_path, source):
     assert model.config.num_hidden_layers == 6
 
 
+def test_carried_data_and_init_from_an_export(data, tmp_path):
+    """A GPU round: the corpus prepared here is used as it is (no scan of that machine's packages)
+    and training starts from the exported target's weights."""
+    torch.set_num_threads(1)
+    tr = pocket.Trainer(data, _args(data, steps=4))
+    for _ in range(4):
+        tr.train_step()
+    exp = pocket.export(tr.model, data, tmp_path / "target", {"steps": 4})
+    init = pocket.Trainer(data, _args(data, init=str(exp)))
+    for (n, p), (_, q) in zip(tr.model.named_parameters(), init.model.named_parameters()):
+        assert torch.equal(p.detach().bfloat16().float(), q.detach()), n        # the export is bf16
+    out = tmp_path / "round"
+    argv = ["--data", str(data.dir), "--out", str(out), "--init", str(exp), "--size", "tiny", "--steps", "2",
+            "--batch", "2", "--seq-len", "64", "--warmup", "1", "--eval-every", "0", "--no-export",
+            "--eval-tokens", "256"]
+    assert pocket.main(argv) == 0
+    assert (out / "ckpt.pt").exists() and not (out / "data.json").exists()
+    assert "corpus:" not in (out / "train.log").read_text()
+    with pytest.raises(SystemExit, match="model shape"):
+        pocket.Trainer(data, _args(data, init=str(exp), size="pocket"))
+
+
+def test_time_budget_fits_the_schedule(monkeypatch):
+    from completion import training
+
+    clock = [100.0]
+    monkeypatch.setattr(training.time, "perf_counter", lambda: clock[0])
+    budget = training.TimeBudget(minutes=1, calibrate=2, margin=1.0)
+    clock[0] += 10                               # the first step compiles: 10 s, not timed
+    assert budget.fit(1, 1000) == 1000
+    for step in (2, 3):                          # then 0.5 s a step: 2 steps/s for the 49 s left
+        clock[0] += 0.5
+        total = budget.fit(step, 1000)
+    assert total == 3 + 2 * 49
+    assert budget.fit(4, total) == total         # fitted once
+    assert training.TimeBudget(minutes=60, calibrate=2).fit(1, 50) == 50 and total < 1000
+    off = training.TimeBudget(minutes=0)
+    assert [off.fit(s, 7) for s in range(1, 30)] == [7] * 29
+
+
 # ---------------------------------------------------------------------------------------- the shipped one
 
 def test_shipped_pocket_pair():

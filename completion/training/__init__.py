@@ -20,3 +20,28 @@ def log_line(log: Path | None, msg: str) -> None:
     if log is not None:
         with open(log, "a") as fh:
             fh.write(line + "\n")
+
+
+class TimeBudget:
+    """Fits a run's total steps to a wall-clock budget (`--minutes`), so its LR schedule still ends
+    at its floor: the step rate is measured over `calibrate` steps after the first one (which may
+    include compilation), then the total becomes the steps that fit in the time left, never more
+    than planned. Sized for a borrowed GPU whose speed is unknown until it runs."""
+
+    def __init__(self, minutes: float, calibrate: int = 20, margin: float = 0.95):
+        self.seconds, self.calibrate, self.margin = minutes * 60, calibrate, margin
+        self.start = time.perf_counter()
+        self.mark: tuple[float, int] | None = None
+
+    def fit(self, step: int, total: int) -> int:
+        """Call after every step; returns the total (changed once, when calibration ends)."""
+        if self.seconds <= 0:
+            return total
+        now = time.perf_counter()
+        if self.mark is None:
+            self.mark = (now, step)
+        elif step - self.mark[1] == self.calibrate:
+            rate = self.calibrate / (now - self.mark[0])
+            left = self.seconds - (now - self.start)
+            return max(step, min(total, step + int(self.margin * rate * left)))
+        return total

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 from completion.speculative.config import DrafterConfig
 from completion.speculative.drafter import Drafter, init_drafter
-from completion.training import log_line
+from completion.training import TimeBudget, log_line
 
 from .drafter_fit import drafter_config_for, group_mask
 
@@ -84,6 +84,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 25
     ckpt_every: float = 120.0       # seconds
+    minutes: float = 0.0            # > 0: fit `steps` to this wall-clock budget (TimeBudget)
 
     def __post_init__(self):
         if self.method not in ("peagle", "eagle3"):
@@ -486,8 +487,11 @@ class DrafterTrainer:
 
     def restore(self, path: Path) -> None:
         ck = torch.load(path, weights_only=False, map_location="cpu")
-        if ck["config"] != asdict(self.cfg):
-            diff = {k: (v, asdict(self.cfg).get(k)) for k, v in ck["config"].items() if asdict(self.cfg).get(k) != v}
+        saved = {"minutes": 0.0, **ck["config"]}
+        if self.cfg.minutes:            # a time-boxed run keeps the total it fitted
+            self.cfg.steps = saved["steps"]
+        if saved != asdict(self.cfg):
+            diff = {k: (v, asdict(self.cfg).get(k)) for k, v in saved.items() if asdict(self.cfg).get(k) != v}
             raise SystemExit(f"--resume with other settings than the checkpoint: {diff}")
         self.drafter.load_state_dict(ck["drafter"])
         self.opt.load_state_dict(ck["opt"])
@@ -524,16 +528,19 @@ class DrafterTrainer:
     def run(self, until: int | None = None) -> dict:
         """Train to cfg.steps (or stop early at step `until`, as an interruption would)."""
         cfg = self.cfg
-        stop = min(cfg.steps, until) if until is not None else cfg.steps
+        budget = TimeBudget(cfg.minutes)
         log_line(self.log, f"train {cfg.method}: {sum(p.numel() for p in self.params) / 1e6:.2f}M trainable params, "
                            f"{len(self.dataset)} sequences, step {self.step}/{cfg.steps}, device "
                            f"{self.drafter.fc.weight.device}, threads {torch.get_num_threads()}")
         t_start = time.perf_counter() - self.elapsed
         last_ckpt = time.perf_counter()
         window_t = time.perf_counter()
-        while self.step < stop:
+        while self.step < (cfg.steps if until is None else min(cfg.steps, until)):
             self.train_step()
             self.elapsed = time.perf_counter() - t_start
+            planned, cfg.steps = cfg.steps, budget.fit(self.step, cfg.steps)
+            if cfg.steps != planned:
+                log_line(self.log, f"--minutes {cfg.minutes:g}: {planned} -> {cfg.steps} steps (the cosine ends there)")
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 m = self.metrics
                 acc = m.acc()

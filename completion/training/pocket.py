@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from completion.prompt import (ENDOFTEXT, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME)
-from completion.training import log_line
+from completion.training import TimeBudget, log_line
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO_ROOT / "out" / "pocket"
@@ -489,7 +489,10 @@ class Trainer:
         self.ckpt = self.out / "ckpt.pt"
         self.config = model_config(args.size, data.meta["vocab_size"], max_positions=args.max_positions)
         self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = build_model(self.config, seed=args.seed).to(self.device)
+        self.model = build_model(self.config, seed=args.seed)
+        if args.init:
+            init_weights(self.model, Path(args.init))
+        self.model.to(self.device)
         self.opt = make_optimizer(self.model, args.lr, args.weight_decay)
         self.stream = SampleStream(data, "train", args.seq_len, seed=args.seed, fim_rate=args.fim_rate)
         self.step, self.tokens, self.elapsed = 0, 0, 0.0
@@ -550,11 +553,14 @@ class Trainer:
                            f"batch {a.batch}x{a.seq_len}, threads {torch.get_num_threads()}, "
                            f"compile {a.compile}, bf16 {a.bf16}")
         t_start, step0, last_ckpt, last_log = time.perf_counter(), self.step, time.perf_counter(), None
-        ema = None
+        ema, budget = None, TimeBudget(a.minutes)
         while self.step < a.steps:
             t0 = time.perf_counter()
             loss = self.train_step()
             dt = time.perf_counter() - t0
+            planned, a.steps = a.steps, budget.fit(self.step, a.steps)
+            if a.steps != planned:
+                log_line(self.log, f"--minutes {a.minutes:g}: {planned} -> {a.steps} steps (the cosine ends there)")
             if self.step > step0 + 1 or not a.compile:   # the first compiled step includes compilation
                 self.elapsed += dt
             ema = loss if ema is None else 0.9 * ema + 0.1 * loss
@@ -580,6 +586,19 @@ class Trainer:
                 self.save()
                 last_ckpt = time.perf_counter()
                 log_line(self.log, f"checkpoint step {self.step} -> {self.ckpt}")
+
+
+def init_weights(model, model_dir: Path) -> None:
+    """Start from an exported target (`--init`): same shape and vocabulary, fresh optimizer."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(model_dir / "model.safetensors"))
+    if "lm_head.weight" not in state and model.config.tie_word_embeddings:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    try:
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as e:
+        raise SystemExit(f"--init {model_dir}: not this run's model shape ({str(e).splitlines()[0]})")
 
 
 def _hms(s: float) -> str:
@@ -663,6 +682,13 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default=str(DEFAULT_OUT), help="work directory (data, checkpoint, log)")
     p.add_argument("--export-dir", default=str(DEFAULT_EXPORT), help="where the trained HF model goes")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="a prepared corpus (data.json, token memmaps, tokenizer) used as it is, e.g. carried to "
+                        "a GPU machine: no corpus scan (default: prepare it in --out)")
+    p.add_argument("--init", default=None, metavar="DIR",
+                   help="start from this exported target's weights (same size), with a fresh optimizer")
+    p.add_argument("--minutes", type=float, default=0,
+                   help="fit --steps to this wall-clock budget after 20 timed steps (0: off)")
     p.add_argument("--size", default="pocket", choices=sorted(SIZES))
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--batch", type=int, default=4)
@@ -783,8 +809,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.source:
         from completion.training.source_corpus import SourceRoot
         roots = [SourceRoot(None, Path(d)) for d in args.source]
-    data = prepare(out, roots=roots, vocab_size=args.vocab_size, chunk_tokens=args.chunk_tokens,
-                   max_repo_bytes=args.max_repo_bytes, heldout_fraction=args.heldout_fraction, log=log)
+    if args.data:
+        data = load_data(Path(args.data))
+    else:
+        data = prepare(out, roots=roots, vocab_size=args.vocab_size, chunk_tokens=args.chunk_tokens,
+                       max_repo_bytes=args.max_repo_bytes, heldout_fraction=args.heldout_fraction, log=log)
     if args.prepare_only:
         return 0
     if args.bench:
