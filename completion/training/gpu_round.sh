@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 G=.gpu
 
 pack() {
-    local data=${DATA:-out/pocket} eagle3=${EAGLE3:-out/pocket/eagle3-drafter-v7}
+    local data=${DATA:-out/pocket} eagle3=${EAGLE3:-out/pocket/eagle3-drafter-v8}
     rm -rf "$G" && mkdir -p "$G/data"
     cp -r "$data"/{data.json,files.json,heldout.bin,heldout.chunks.npy,train.chunks.npy,tokenizer} "$G/data/"
     xz -9 -T2 -c "$data/train.bin" > "$G/data/train.bin.xz"
