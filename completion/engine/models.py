@@ -74,8 +74,8 @@ def resolve_model(name: str | None) -> str:
 def resolve_draft(model: str | None, draft: str | None) -> str | None:
     """The drafter to load: none by default or for "none"; "embedded" is the P-EAGLE drafter shipped
     with the embedded target (a drafter only fits the target it was trained on). Not on by default:
-    the pocket drafter decodes HumanEval 1.18x faster than plain at one thread (compiled) but the
-    engines bench's library-source text 1.2x slower (README, Training and Results)."""
+    the pocket drafter decodes HumanEval only 1.10x faster than plain at one thread (compiled), and
+    the engines bench's library-source text slower (README, Training and Results)."""
     if not draft or draft == NO_DRAFT:
         return None
     if draft == DEFAULT_MODEL:
