@@ -75,7 +75,7 @@ def resolve_draft(model: str | None, draft: str | None) -> str | None:
     """The drafter to load: none by default or for "none"; "embedded" is the P-EAGLE drafter shipped
     with the embedded target (a drafter only fits the target it was trained on). Not on by default:
     the pocket drafter decodes HumanEval only 1.10x faster than plain at one thread (compiled), and
-    the engines bench's library-source text slower (README, Training and Results)."""
+    the earlier v9 drafter was 1.2x slower than plain on the engines bench's library source (README)."""
     if not draft or draft == NO_DRAFT:
         return None
     if draft == DEFAULT_MODEL:
