@@ -33,8 +33,8 @@ class TimeBudget:
         self.start = time.perf_counter()
         self.mark: tuple[float, int] | None = None
 
-    def fit(self, step: int, total: int) -> int:
-        """Call after every step; returns the total (changed once, when calibration ends)."""
+    def fit(self, step: int, total: int, log: Path | None = None) -> int:
+        """Call after every step; returns the total (changed once, when calibration ends, and logged)."""
         if self.seconds <= 0:
             return total
         now = time.perf_counter()
@@ -43,5 +43,8 @@ class TimeBudget:
         elif step - self.mark[1] == self.calibrate:
             rate = self.calibrate / (now - self.mark[0])
             left = self.seconds - (now - self.start)
-            return max(step, min(total, step + int(self.margin * rate * left)))
+            fitted = max(step, min(total, step + int(self.margin * rate * left)))
+            if fitted != total:
+                log_line(log, f"--minutes {self.seconds / 60:g}: {total} -> {fitted} steps (the cosine ends there)")
+            return fitted
         return total

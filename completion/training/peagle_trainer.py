@@ -538,9 +538,7 @@ class DrafterTrainer:
         while self.step < (cfg.steps if until is None else min(cfg.steps, until)):
             self.train_step()
             self.elapsed = time.perf_counter() - t_start
-            planned, cfg.steps = cfg.steps, budget.fit(self.step, cfg.steps)
-            if cfg.steps != planned:
-                log_line(self.log, f"--minutes {cfg.minutes:g}: {planned} -> {cfg.steps} steps (the cosine ends there)")
+            cfg.steps = budget.fit(self.step, cfg.steps, self.log)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 m = self.metrics
                 acc = m.acc()

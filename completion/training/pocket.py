@@ -558,9 +558,7 @@ class Trainer:
             t0 = time.perf_counter()
             loss = self.train_step()
             dt = time.perf_counter() - t0
-            planned, a.steps = a.steps, budget.fit(self.step, a.steps)
-            if a.steps != planned:
-                log_line(self.log, f"--minutes {a.minutes:g}: {planned} -> {a.steps} steps (the cosine ends there)")
+            a.steps = budget.fit(self.step, a.steps, self.log)
             if self.step > step0 + 1 or not a.compile:   # the first compiled step includes compilation
                 self.elapsed += dt
             ema = loss if ema is None else 0.9 * ema + 0.1 * loss
