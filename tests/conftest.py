@@ -22,12 +22,12 @@ SERVER_CMD = [sys.executable, "-m", "completion.cli", "serve"]
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from completion.engine.models import build_tiny_model
+    from completion.models.tiny import build_tiny_model
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen3"))
 
 
 @pytest.fixture(scope="session")
 def qwen_tokenizer():
     from transformers import AutoTokenizer
-    from completion.engine.models import qwen_tokenizer_dir
+    from completion.models.tiny import qwen_tokenizer_dir
     return AutoTokenizer.from_pretrained(qwen_tokenizer_dir())

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from completion.engine import GenerationParams
-from completion.engine.models import build_tiny_model
+from completion.models.tiny import build_tiny_model
 from completion.engine.torch_engine import TextStream, TorchEngine
 
 

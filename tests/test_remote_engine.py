@@ -223,7 +223,7 @@ def test_against_a_real_vllm_serve(tmp_path):
     """Greedy tokens through vLLM's OpenAI server equal our torch engine's (float32, the embedded
     pocket target: vLLM's CPU attention needs head_dim >= 32, which the tiny test model lacks)."""
     require_vllm()
-    from completion.engine.models import embedded_model_dir
+    from completion.models import embedded_model_dir
     from completion.engine.torch_engine import TorchEngine
 
     tiny_model_dir = embedded_model_dir()

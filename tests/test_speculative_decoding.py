@@ -87,7 +87,7 @@ def test_drafts_were_both_accepted_and_rejected(pair):
 def engine_for(pair) -> TorchEngine:
     from transformers import AutoTokenizer
 
-    from completion.engine.models import qwen_tokenizer_dir
+    from completion.models.tiny import qwen_tokenizer_dir
     return TorchEngine(pair["target"], AutoTokenizer.from_pretrained(qwen_tokenizer_dir()),
                        EngineInfo(engine="torch", model="test", device="cpu"), drafter=pair["drafter"],
                        impl=pair["impl"])

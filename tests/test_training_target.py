@@ -385,7 +385,7 @@ def test_time_budget_fits_the_schedule(monkeypatch):
 def test_shipped_pocket_pair():
     from transformers import AutoConfig, AutoTokenizer
 
-    from completion.engine.models import EMBEDDED_DIR, EMBEDDED_DRAFT, EMBEDDED_TARGET
+    from completion.models import EMBEDDED_DIR, EMBEDDED_DRAFT, EMBEDDED_TARGET
     from completion.speculative import load_drafter
     assert SHIPPED == EMBEDDED_TARGET
     meta = json.loads((SHIPPED / "eyas.json").read_text())
@@ -404,7 +404,7 @@ def test_shipped_pocket_pair():
 
 
 def test_embedded_drafter_is_opt_in():
-    from completion.engine.models import EMBEDDED_DRAFT, resolve_draft
+    from completion.models import EMBEDDED_DRAFT, resolve_draft
     assert resolve_draft(None, None) is None and resolve_draft("embedded", "none") is None
     assert resolve_draft(None, "embedded") == str(EMBEDDED_DRAFT)
     assert resolve_draft("/models/other", "/drafts/other") == "/drafts/other"

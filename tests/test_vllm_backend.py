@@ -30,7 +30,7 @@ def require_vllm():
 @pytest.fixture(scope="module")
 def vllm_daemon(tmp_path_factory):
     require_vllm()
-    from completion.engine.models import EMBEDDED_DRAFT, embedded_model_dir
+    from completion.models import EMBEDDED_DRAFT, embedded_model_dir
 
     tmp = tmp_path_factory.mktemp("vllm-daemon")
     saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "VLLM_CACHE_ROOT", "VLLM_CPU_KVCACHE_SPACE")}

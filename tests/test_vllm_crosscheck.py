@@ -61,7 +61,7 @@ def pair(request, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp(f"vllm-{request.param}")
     if case.get("shipped"):
-        from completion.engine.models import EMBEDDED_DRAFT, embedded_model_dir
+        from completion.models import EMBEDDED_DRAFT, embedded_model_dir
         target_dir = embedded_model_dir()
         tokenizer = AutoTokenizer.from_pretrained(target_dir)
         prompts = [tokenizer.encode(t, add_special_tokens=False) for t in PROMPT_TEXTS]

@@ -26,7 +26,7 @@ from typing import AsyncIterator, Protocol
 import torch
 
 from .base import Chunk, EngineInfo, GenerationParams, Stats
-from .models import read_metadata, resolve_draft, resolve_model
+from completion.models import read_metadata, resolve_draft, resolve_model
 from .sampling import sample
 from .target import PrefillStopped, TargetRunner, prefill
 

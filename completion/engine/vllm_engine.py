@@ -22,7 +22,7 @@ from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from .base import Chunk, EngineInfo, GenerationParams, Stats
-from .models import read_metadata, resolve_draft, resolve_model
+from completion.models import read_metadata, resolve_draft, resolve_model
 
 DEFAULT_K = 7   # as the torch engine (speculative/config.py), capped by the depth the drafter was trained for
 

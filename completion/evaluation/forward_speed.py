@@ -92,7 +92,7 @@ def _measure(model_dir: str, *, prompt_tokens: int = 512, new_tokens: int = 64, 
 
 
 if __name__ == "__main__":
-    from completion.engine.models import resolve_model
+    from completion.models import resolve_model
 
     torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
     variants = sys.argv[3].split(",") if len(sys.argv) > 3 else VARIANTS

@@ -45,7 +45,7 @@ def write_random_target(out_dir: str | os.PathLike, seed: int = 0, **kw) -> Path
     """Save a random target plus the Qwen3 tokenizer; returns the directory."""
     from transformers import AutoTokenizer
 
-    from completion.engine.models import qwen_tokenizer_dir
+    from completion.models.tiny import qwen_tokenizer_dir
 
     out = Path(out_dir)
     random_target(seed, **kw).save_pretrained(out)
