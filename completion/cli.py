@@ -2,6 +2,7 @@
 
     eyas serve [--tcp --port 8765]              LSP over stdio (TCP on 127.0.0.1 when asked)
     eyas complete FILE[:LINE[:COL]] [--json]    one completion, printed with its timings
+    eyas models [--json]                        model names, sizes, what is installed and converted
     eyas bench latency|spec|engines|engine ...  benchmarks (tables + JSON + PNG): LSP latency,
                                                 speculative modes, decode engines side by side
                                                 (llama.cpp, vLLM, HF), the engine daemon under load
@@ -41,13 +42,17 @@ TOOLS = {
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
+    from completion.engine import PRECISIONS
     p.add_argument("--engine", default="torch",
                    help="torch (in this process, default) | daemon (shared, started on demand) | vllm | openai")
-    p.add_argument("--model", default=None, help="model directory or hub id (default: the embedded model)")
+    p.add_argument("--model", default=None, help="a model name (`eyas models`), directory, .gguf file or hub id (default: qwen2.5-coder-0.5b)")
     p.add_argument("--draft", default=None,
                    help="P-EAGLE drafter directory or hub id; 'embedded': the drafter shipped with the "
-                        "embedded model (default: none)")
+                        "model (pocket's; default: none)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="torch engine: float32, bf16, or weight-only int8 / int4 (lean forward); "
+                        "auto: bf16 on a GPU, the measured best on a CPU (default)")
     p.add_argument("--impl", choices=("lean", "hf"), default=None,
                    help="torch engine forward: lean (ours, static KV cache) or hf (Hugging Face, the reference); "
                         "default: lean where it supports the model")
@@ -94,7 +99,8 @@ async def _complete(args) -> int:
     except OSError as exc:
         raise SystemExit(f"cannot read {path}: {exc}")
     cursor = cursor_offset(text, line, col)
-    engine = load_engine(args.engine, args.model, device=args.device, draft=args.draft, impl=args.impl,
+    options = {"impl": args.impl, "precision": args.precision} if args.engine in ("torch", "daemon") else {}
+    engine = load_engine(args.engine, args.model, device=args.device, draft=args.draft, **options,
                          **({"compile_steps": True} if args.compile else {}))
     trees = DocumentTrees()
     uri = path.resolve().as_uri()
@@ -109,13 +115,14 @@ async def _complete(args) -> int:
     again = await completer.complete(uri, cursor, repo=path.resolve().parent.name, **overrides)
     info = engine.info
     if args.json:
-        print(json.dumps({"completion": done.text, "raw": done.raw_text, "multiline": done.multiline,
+        print(json.dumps({"model": info.model, "completion": done.text, "raw": done.raw_text, "multiline": done.multiline,
                           "timings_ms": done.timings_ms, "stats": done.stats.to_dict(),
                           "repeat_timings_ms": again.timings_ms,
                           "engine": info.__dict__}, indent=2))
         return 0
     where = f"{path}:{line or '$'}:{col or '$'}"
-    print(f"model: {info.model} ({info.engine}, {info.device})" + (f" + draft {info.draft}" if info.draft else ""))
+    print(f"model: {info.model} ({info.engine}, {info.device}" + (f", {info.precision}" if info.precision else "")
+          + ")" + (f" + draft {info.draft}" if info.draft else ""))
     if not info.trained:
         print(f"note: UNTRAINED placeholder model: {info.note}")
     print(f"--- completion at {where} ({'multi' if done.multiline else 'single'}-line) ---")
@@ -157,9 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("which", choices=[w for c, w in TOOLS if c == command])
         p.add_argument("rest", nargs=argparse.REMAINDER, help="the tool's own arguments (try --help)")
 
+    sub.add_parser("models", help="model names, sizes, what is installed and what is converted (--json)")
     sub.add_parser("stats", help="acceptance and latency from the local telemetry (nothing leaves the machine)")
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["models"]:
+        from completion.models import main as models
+        return models(argv[1:])
     if argv[:1] == ["stats"]:   # its own options (argparse would take them for the top parser's)
         from completion.telemetry import main as stats
         return stats(argv[1:])
@@ -168,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         from lsp_server.config import ServerConfig
         from lsp_server.server import serve
         serve(ServerConfig(engine=args.engine, model=args.model, draft=args.draft, device=args.device,
-                           impl=args.impl, compile=args.compile, max_tokens=args.max_tokens, url=args.url,
+                           impl=args.impl, precision=args.precision, compile=args.compile, max_tokens=args.max_tokens, url=args.url,
                            api_key_env=args.api_key_env), tcp_port=args.port if args.tcp else None)
         return 0
     if args.command == "complete":

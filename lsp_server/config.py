@@ -4,7 +4,7 @@
 Client keys are camelCase as editors write them:
     {"engine": "torch" | "daemon" | "vllm" | "openai", "url": "http://host:8000", "apiKeyEnv": "VAR",
      "model": "<dir or hub id>", "draft": "<drafter dir or hub id>",
-     "device": "cpu", "impl": "lean" | "hf", "compile": false, "maxTokens": 64, "temperature": 0.0, "topP": 1.0,
+     "device": "cpu", "precision": "auto" | "float32" | "bf16" | "int8" | "int4", "impl": "lean" | "hf", "compile": false, "maxTokens": 64, "temperature": 0.0, "topP": 1.0,
      "requestTimeout": 20, "enable": {"*": true, "markdown": false}, "speculativeK": 4,
      "cache": true, "prefetch": true,
      "multiline": "auto" | "always" | "never" | {"*": "auto", "markdown": "never"}}
@@ -14,21 +14,22 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from completion.engine import ENGINE_KINDS
+from completion.engine import ENGINE_KINDS, PRECISIONS
 
-_KEYS = {"engine": "engine", "model": "model", "draft": "draft", "device": "device", "impl": "impl",
+_KEYS = {"engine": "engine", "model": "model", "draft": "draft", "device": "device", "precision": "precision", "impl": "impl",
          "compile": "compile", "maxTokens": "max_tokens", "temperature": "temperature", "topP": "top_p",
          "requestTimeout": "request_timeout_s", "enable": "enable", "url": "url", "apiKeyEnv": "api_key_env",
          "speculativeK": "speculative_k", "multiline": "multiline", "cache": "cache", "prefetch": "prefetch"}
-_LOAD_KEYS = ("engine", "model", "draft", "device", "impl", "compile", "url", "api_key_env")   # a change reloads the model
+_LOAD_KEYS = ("engine", "model", "draft", "device", "precision", "impl", "compile", "url", "api_key_env")   # a change reloads the model
 
 
 @dataclass
 class ServerConfig:
     engine: str = "torch"
-    model: str | None = None          # None: the embedded default
+    model: str | None = None          # None: the default model (completion.models.DEFAULT_MODEL)
     draft: str | None = None
     device: str | None = None
+    precision: str = "auto"           # torch engine: float32, bf16, int8, int4; auto: the device's best
     impl: str | None = None           # torch engine forward: "lean" or "hf"; None: lean where supported
     compile: bool = False             # torch engine: torch.compile the lean steps at load (a minute on 2 cores)
     max_tokens: int = 64
@@ -79,6 +80,8 @@ def _check(name: str, value):
     """The value to use, or a string starting with '!' that explains why it is refused."""
     if name in ("model", "draft", "device", "url", "api_key_env"):
         return value if value is None or isinstance(value, str) else f"!expected a string, got {value!r}"
+    if name == "precision":
+        return value if value in PRECISIONS else f"!unknown precision {value!r} (available: {', '.join(PRECISIONS)})"
     if name == "impl":
         return value if value in (None, "lean", "hf") else f"!unknown impl {value!r} (available: lean, hf)"
     if name == "engine":

@@ -23,6 +23,7 @@ from pygls.uris import to_fs_path
 from completion.cache import CompletionCache
 from completion.context import DocumentTrees, language_for
 from completion.engine import load_engine
+from completion.models import DEFAULT_MODEL
 from completion.service import Completer, CompletionSettings
 from completion.telemetry import Telemetry, default_path
 
@@ -81,7 +82,7 @@ class EyasServer(LanguageServer):
         old, self.completer = self.completer, None
         if old is not None:
             await old.engine.close()
-        token = await self._begin_progress(f"Eyas: loading {cfg.model or 'the embedded model'}")
+        token = await self._begin_progress(f"Eyas: loading {cfg.model or DEFAULT_MODEL}")
         try:
             engine = await asyncio.to_thread(load_engine, cfg.engine, cfg.model, device=cfg.device,
                                            draft=cfg.draft, **self._engine_options(token))
@@ -102,7 +103,7 @@ class EyasServer(LanguageServer):
         daemon or remote server and a way to report the daemon's loading progress."""
         cfg = self.config
         if cfg.engine == "torch":
-            return {"impl": cfg.impl, "compile_steps": cfg.compile}
+            return {"impl": cfg.impl, "precision": cfg.precision, "compile_steps": cfg.compile}
         loop = asyncio.get_running_loop()
 
         def progress(message: str) -> None:   # called from the loading thread
@@ -111,7 +112,9 @@ class EyasServer(LanguageServer):
                                           types.WorkDoneProgressReport(message=message))
         if cfg.engine == "openai":
             return {"url": cfg.url, "api_key_env": cfg.api_key_env, "progress": progress}
-        return {"url": cfg.url, "impl": cfg.impl, "progress": progress}
+        if cfg.engine == "vllm":
+            return {"url": cfg.url, "impl": cfg.impl, "progress": progress}
+        return {"url": cfg.url, "impl": cfg.impl, "precision": cfg.precision, "progress": progress}
 
     async def _begin_progress(self, title: str):
         caps = self.client_capabilities
@@ -187,7 +190,7 @@ class EyasServer(LanguageServer):
         return {
             "state": self.engine_state, "error": self.engine_error,
             "engine": info.engine if info else self.config.engine,
-            "model": info.model if info else (self.config.model or "embedded"),
+            "model": info.model if info else (self.config.model or DEFAULT_MODEL),
             "draft": info.draft if info else self.config.draft,
             "device": info.device if info else self.config.device,
             "trained": info.trained if info else None,

@@ -131,7 +131,7 @@ def test_llama_cpp_greedy_equals_our_engine(tiny_pair, tmp_path):
             break
     llm.close()
 
-    engine = TorchEngine.load(str(target_dir), device="cpu", dtype=torch.float32, draft="none")
+    engine = TorchEngine.load(str(target_dir), device="cpu", precision="float32", draft="none")
 
     async def ours():
         ids = []

@@ -96,11 +96,11 @@ def test_int8_weights_stay_close_to_bf16_and_decode(tiny_model_dir):
     from completion.engine.lean.weights import Int8Weight
     from completion.engine.torch_engine import TorchEngine
 
-    bf16 = TorchEngine.load(str(tiny_model_dir), device="cpu", dtype=torch.bfloat16)
-    int8 = TorchEngine.load(str(tiny_model_dir), device="cpu", quantize="int8")
+    bf16 = TorchEngine.load(str(tiny_model_dir), device="cpu", precision="bf16")
+    int8 = TorchEngine.load(str(tiny_model_dir), device="cpu", precision="int8")
     lean8 = lean_model_for(int8.model)
     assert isinstance(lean8.w.lm_head, Int8Weight) and isinstance(lean8.w.layers[0].qkv, Int8Weight)
-    assert "[int8 weights]" in int8.info.note
+    assert int8.info.precision == "int8"
     ids = torch.randint(0, 1000, (48,))
     logits = []
     for engine in (bf16, int8):
@@ -120,6 +120,6 @@ def test_int8_weights_stay_close_to_bf16_and_decode(tiny_model_dir):
         return out
     assert len(asyncio.run(generate())) == 8
     with pytest.raises(ValueError, match="lean forward"):
-        TorchEngine.load(str(tiny_model_dir), device="cpu", quantize="int8", impl="hf")
-    with pytest.raises(ValueError, match="unknown quantization"):
-        TorchEngine.load(str(tiny_model_dir), device="cpu", quantize="int4")
+        TorchEngine.load(str(tiny_model_dir), device="cpu", precision="int8", impl="hf")
+    with pytest.raises(ValueError, match="unknown precision"):
+        TorchEngine.load(str(tiny_model_dir), device="cpu", precision="int2")

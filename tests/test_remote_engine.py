@@ -220,13 +220,13 @@ def require_vllm():
 
 
 def test_against_a_real_vllm_serve(tmp_path):
-    """Greedy tokens through vLLM's OpenAI server equal our torch engine's (float32, the embedded
+    """Greedy tokens through vLLM's OpenAI server equal our torch engine's (float32, the pocket
     pocket target: vLLM's CPU attention needs head_dim >= 32, which the tiny test model lacks)."""
     require_vllm()
-    from completion.models import embedded_model_dir
+    from completion.models import POCKET_TARGET
     from completion.engine.torch_engine import TorchEngine
 
-    tiny_model_dir = embedded_model_dir()
+    tiny_model_dir = POCKET_TARGET
     port = free_port()
     env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "VLLM_CACHE_ROOT": str(tmp_path / "cache"),
            "VLLM_CPU_KVCACHE_SPACE": "1"}

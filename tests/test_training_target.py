@@ -385,28 +385,29 @@ def test_time_budget_fits_the_schedule(monkeypatch):
 def test_shipped_pocket_pair():
     from transformers import AutoConfig, AutoTokenizer
 
-    from completion.models import EMBEDDED_DIR, EMBEDDED_DRAFT, EMBEDDED_TARGET
+    from completion.models import POCKET_DIR, POCKET_DRAFT, POCKET_TARGET
     from completion.speculative import load_drafter
-    assert SHIPPED == EMBEDDED_TARGET
+    assert SHIPPED == POCKET_TARGET
     meta = json.loads((SHIPPED / "eyas.json").read_text())
     assert meta["trained"] is True
     cfg = AutoConfig.from_pretrained(str(SHIPPED))
     assert cfg.num_hidden_layers >= 6
-    shipped_bytes = sum(f.stat().st_size for f in EMBEDDED_DIR.rglob("*") if f.is_file())
+    shipped_bytes = sum(f.stat().st_size for f in POCKET_DIR.rglob("*") if f.is_file())
     assert shipped_bytes <= 40e6, f"the embedded pair is {shipped_bytes / 1e6:.1f} MB (the budget is 40 MB)"
     from transformers import AutoModelForCausalLM
     target = AutoModelForCausalLM.from_pretrained(str(SHIPPED))
-    drafter = load_drafter(str(EMBEDDED_DRAFT), target)
+    drafter = load_drafter(str(POCKET_DRAFT), target)
     assert drafter.config.max_depth >= 18
     hf = AutoTokenizer.from_pretrained(str(SHIPPED))
     assert len(hf) <= 16_384
     _check_tokenizer(hf)
 
 
-def test_embedded_drafter_is_opt_in():
-    from completion.models import EMBEDDED_DRAFT, resolve_draft
-    assert resolve_draft(None, None) is None and resolve_draft("embedded", "none") is None
-    assert resolve_draft(None, "embedded") == str(EMBEDDED_DRAFT)
+def test_shipped_drafter_is_opt_in():
+    from completion.models import POCKET_DRAFT, ModelError, resolve_draft
+    assert resolve_draft(None, None) is None and resolve_draft("pocket", "none") is None
+    assert resolve_draft("pocket", "embedded") == str(POCKET_DRAFT)
     assert resolve_draft("/models/other", "/drafts/other") == "/drafts/other"
-    with pytest.raises(ValueError, match="only fits the embedded model"):
-        resolve_draft("/models/other", "embedded")
+    for model in ("/models/other", None, "qwen2.5-coder-0.5b"):   # no drafter ships with them
+        with pytest.raises(ModelError, match="no drafter ships with"):
+            resolve_draft(model, "embedded")

@@ -30,12 +30,12 @@ def require_vllm():
 @pytest.fixture(scope="module")
 def vllm_daemon(tmp_path_factory):
     require_vllm()
-    from completion.models import EMBEDDED_DRAFT, embedded_model_dir
+    from completion.models import POCKET_DRAFT, POCKET_TARGET
 
     tmp = tmp_path_factory.mktemp("vllm-daemon")
     saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "VLLM_CACHE_ROOT", "VLLM_CPU_KVCACHE_SPACE")}
     os.environ.update(XDG_RUNTIME_DIR=str(tmp), VLLM_CACHE_ROOT=str(tmp / "cache"), VLLM_CPU_KVCACHE_SPACE="1")
-    target, draft = str(embedded_model_dir()), str(EMBEDDED_DRAFT)
+    target, draft = str(POCKET_TARGET), str(POCKET_DRAFT)
     engine = load_engine("vllm", target, draft=draft)   # spawns the daemon under .venv-vllm
     yield engine, target, draft
     try:

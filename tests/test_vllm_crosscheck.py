@@ -61,11 +61,11 @@ def pair(request, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp(f"vllm-{request.param}")
     if case.get("shipped"):
-        from completion.models import EMBEDDED_DRAFT, embedded_model_dir
-        target_dir = embedded_model_dir()
+        from completion.models import POCKET_DRAFT, POCKET_TARGET
+        target_dir = POCKET_TARGET
         tokenizer = AutoTokenizer.from_pretrained(target_dir)
         prompts = [tokenizer.encode(t, add_special_tokens=False) for t in PROMPT_TEXTS]
-        return {"target": target_dir, "draft": EMBEDDED_DRAFT, "prompts": prompts, "tmp": tmp, "k": case["k"],
+        return {"target": target_dir, "draft": POCKET_DRAFT, "prompts": prompts, "tmp": tmp, "k": case["k"],
                 "name": request.param}
 
     from completion.speculative import save_drafter
@@ -96,7 +96,7 @@ def run_ours(pair) -> tuple[list[dict], object]:
     from completion.engine.base import GenerationParams
     from completion.engine.torch_engine import TorchEngine
 
-    engine = TorchEngine.load(str(pair["target"]), device="cpu", dtype=torch.float32, draft=str(pair["draft"]))
+    engine = TorchEngine.load(str(pair["target"]), device="cpu", precision="float32", draft=str(pair["draft"]))
 
     async def one(i, prompt):
         params = GenerationParams(max_tokens=MAX_TOKENS, mode="peagle", num_speculative_tokens=pair["k"],

@@ -78,6 +78,7 @@ class EngineInfo:
     trained: bool = True              # False for a model its eyas.json marks untrained
     note: str = ""
     impl: str | None = None           # the torch engine's forward: "lean" (ours) or "hf" (Hugging Face)
+    precision: str | None = None      # the torch engine's: float32, bf16, int8, int4
 
 
 class Engine(Protocol):

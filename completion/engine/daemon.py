@@ -363,10 +363,11 @@ async def run(daemon: Daemon, address: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="eyas engine serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--engine", choices=("torch", "vllm"), default="torch")
-    p.add_argument("--model", default=None, help="model directory or hub id (default: the embedded model)")
+    p.add_argument("--model", default=None, help="model name, directory, .gguf file or hub id (default: qwen2.5-coder-0.5b)")
     p.add_argument("--draft", default=None, help="P-EAGLE drafter directory or hub id")
     p.add_argument("--device", default=None)
     p.add_argument("--impl", choices=("lean", "hf"), default=None, help="torch engine forward")
+    p.add_argument("--precision", default=None, help="torch engine: auto, float32, bf16, int8, int4")
     p.add_argument("--k", type=int, default=None, help="speculative tokens per step (vLLM)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--socket", default=None, help="Unix socket path (default: one per configuration "
@@ -376,13 +377,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=os.environ.get("EYAS_LOG", "INFO"), format="%(asctime)s %(name)s %(message)s")
     address = (f"tcp://127.0.0.1:{args.tcp}" if args.tcp is not None
-               else args.socket or str(socket_path(args.engine, args.model, args.draft, args.device, args.impl)))
+               else args.socket or str(socket_path(args.engine, args.model, args.draft, args.device, args.impl,
+                                                         *([args.precision] if args.precision else []))))
 
     def load():
         from . import load_engine
         options = dict(device=args.device, draft=args.draft)
         if args.engine == "torch":
-            options["impl"] = args.impl
+            options.update(impl=args.impl, precision=args.precision)
         elif args.k:
             options["num_speculative_tokens"] = args.k
         return load_engine(args.engine, args.model, **options)

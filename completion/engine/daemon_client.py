@@ -38,10 +38,11 @@ def vllm_python() -> str:
     return os.environ.get("EYAS_VLLM_PYTHON") or str(REPO / ".venv-vllm" / "bin" / "python")
 
 
-def daemon_command(backend: str, model, draft, device, impl, address: str) -> list[str]:
+def daemon_command(backend: str, model, draft, device, impl, address: str, precision=None) -> list[str]:
     python = vllm_python() if backend == "vllm" else sys.executable
     command = [python, "-m", "completion.cli", "engine", "serve", "--engine", backend, "--socket", address]
-    for flag, value in (("--model", model), ("--draft", draft), ("--device", device), ("--impl", impl)):
+    for flag, value in (("--model", model), ("--draft", draft), ("--device", device), ("--impl", impl),
+                        ("--precision", precision)):
         if value:
             command += [flag, value]
     return command
@@ -179,14 +180,14 @@ class DaemonEngine:
 
     @classmethod
     def load(cls, backend: str = "torch", model: str | None = None, *, draft: str | None = None,
-             device: str | None = None, impl: str | None = None, url: str | None = None,
+             device: str | None = None, impl: str | None = None, precision: str | None = None, url: str | None = None,
              progress: Callable[[str], None] | None = None) -> "DaemonEngine":
         """`url`: the address of a daemon started by hand (`tcp://127.0.0.1:PORT` or a socket
         path); such a daemon is never started for you."""
         from transformers import AutoTokenizer
 
-        address = url or str(socket_path(backend, model, draft, device, impl))
-        command = None if url else daemon_command(backend, model, draft, device, impl, address)
+        address = url or str(socket_path(backend, model, draft, device, impl, *([precision] if precision else [])))
+        command = None if url else daemon_command(backend, model, draft, device, impl, address, precision)
         state = ensure_daemon(address, command, progress)
         tokenizer = AutoTokenizer.from_pretrained(state["tokenizer_dir"])
         fields = EngineInfo.__dataclass_fields__

@@ -25,8 +25,9 @@ from typing import AsyncIterator, Protocol
 
 import torch
 
+from . import PRECISIONS
 from .base import Chunk, EngineInfo, GenerationParams, Stats
-from completion.models import read_metadata, resolve_draft, resolve_model
+from completion.models import DEFAULT_MODEL, read_metadata, resolve_draft, resolve_model
 from .sampling import sample
 from .target import PrefillStopped, TargetRunner, prefill
 
@@ -81,6 +82,23 @@ class PlainDecoder:
 
 
 IMPLS = ("lean", "hf")
+# int8 / int4: weight-only quantized projections, whose CPU kernels take bf16 activations
+DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16, "int8": torch.bfloat16, "int4": torch.bfloat16}
+QUANTIZED = ("int8", "int4")
+CPU_AUTO_PRECISION = "bf16"   # what "auto" means on a CPU: the fastest precision that keeps quality
+
+
+def resolve_precision(precision: str | None, device: str) -> str:
+    """None: exact arithmetic for the device (float32 on a CPU, bf16 on a GPU); "auto": bf16 on a
+    GPU, CPU_AUTO_PRECISION on a CPU (docs/qwen2.5-coder-0.5b.md has the measurements behind it)."""
+    if precision not in (None, *PRECISIONS):
+        raise ValueError(f"unknown precision {precision!r} (available: {', '.join(PRECISIONS)})")
+    gpu = not device.startswith("cpu")
+    if precision is None:
+        return "bf16" if gpu else "float32"
+    if precision == "auto":
+        return "bf16" if gpu else CPU_AUTO_PRECISION
+    return precision
 
 
 def resolve_impl(model, impl: str | None) -> str:
@@ -145,42 +163,42 @@ class TorchEngine:
         self._runners: OrderedDict[str | None, TargetRunner] = OrderedDict()
 
     @classmethod
-    def load(cls, model: str | None = None, *, device: str | None = None,
-             dtype: torch.dtype | None = None, draft: str | None = None, impl: str | None = None,
-             compile_steps: bool = False, quantize: str | None = None) -> "TorchEngine":
-        """`quantize="int8"`: weight-only int8 projections in the lean forward (bf16 activations)."""
-        return on_model_thread(cls._load, model, device=device, dtype=dtype, draft=draft, impl=impl,
-                               compile_steps=compile_steps, quantize=quantize)
+    def load(cls, model: str | None = None, *, device: str | None = None, precision: str | None = None,
+             draft: str | None = None, impl: str | None = None, compile_steps: bool = False) -> "TorchEngine":
+        """`model`: a name, directory, .gguf file or hub id (completion.models.resolve_model).
+        `precision`: see resolve_precision; None keeps the checkpoint's arithmetic exact (float32 on
+        a CPU, bf16 on a GPU), which is what tests comparing against the reference want."""
+        return on_model_thread(cls._load, model, device=device, precision=precision, draft=draft, impl=impl,
+                               compile_steps=compile_steps)
 
     @classmethod
-    def _load(cls, model, *, device, dtype, draft, impl, compile_steps, quantize) -> "TorchEngine":
+    def _load(cls, model, *, device, precision, draft, impl, compile_steps) -> "TorchEngine":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_model(model)
         draft_path = resolve_draft(model, draft)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if quantize not in (None, "int8"):
-            raise ValueError(f"unknown quantization {quantize!r} (available: int8)")
-        if quantize and impl == "hf":
-            raise ValueError("int8 weights need the lean forward (impl 'lean')")
-        dtype = torch.bfloat16 if quantize else dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        precision = resolve_precision(precision, device)
+        quantized = precision in QUANTIZED
+        if quantized and impl == "hf":
+            raise ValueError(f"{precision} weights need the lean forward (impl 'lean')")
+        dtype = DTYPES[precision]
         lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
         meta = read_metadata(path)
-        info = EngineInfo(engine="torch", model=model or "embedded", device=device,
+        info = EngineInfo(engine="torch", model=model or DEFAULT_MODEL, device=device, precision=precision,
                           draft=draft if draft_path else None,
                           trained=meta.get("trained", True), note=meta.get("description", ""))
         drafter = None
         if draft_path:
             from completion.speculative import load_drafter
             drafter = load_drafter(draft_path, lm, device=device, dtype=dtype)
-        if quantize:   # before the engine builds (and maybe compiles) its steps over the weights
+        if quantized:   # before the engine builds (and maybe compiles) its steps over the weights
             if resolve_impl(lm, impl) != "lean":
-                raise ValueError(f"int8 weights need the lean forward, which does not support {path}")
+                raise ValueError(f"{precision} weights need the lean forward, which does not support {path}")
             from .lean import lean_model_for
-            from .lean.weights import quantize_int8
-            quantize_int8(lean_model_for(lm).w)
-            info = dataclasses.replace(info, note=(info.note + " [int8 weights]").strip())
+            from .lean.weights import quantize
+            quantize(lean_model_for(lm).w, precision)
         return cls(lm, tokenizer, info, drafter, impl=impl, compile_steps=compile_steps)
 
     def tokenizer(self):

@@ -22,7 +22,7 @@ from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from .base import Chunk, EngineInfo, GenerationParams, Stats
-from completion.models import read_metadata, resolve_draft, resolve_model
+from completion.models import DEFAULT_MODEL, read_metadata, resolve_draft, resolve_model
 
 DEFAULT_K = 7   # as the torch engine (speculative/config.py), capped by the depth the drafter was trained for
 
@@ -60,7 +60,7 @@ class VllmEngine:
                                per_request_spec_decode_metrics="summary")
         llm = AsyncLLM.from_engine_args(args)
         meta = read_metadata(path)
-        info = EngineInfo(engine="vllm", model=model or "embedded", device=device or "cpu",
+        info = EngineInfo(engine="vllm", model=model or DEFAULT_MODEL, device=device or "cpu",
                           draft=draft_path and (draft or "embedded"), trained=meta.get("trained", True),
                           note=meta.get("description", ""))
         return cls(llm, AutoTokenizer.from_pretrained(path), info, spec is not None)

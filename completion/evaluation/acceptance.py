@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     from completion.speculative import load_drafter
 
     problems = load_humaneval(args.humaneval, args.limit)
-    engine = TorchEngine.load(args.model, device="cpu", dtype=torch.float32, compile_steps=args.compile)
+    engine = TorchEngine.load(args.model, device="cpu", precision="float32", compile_steps=args.compile)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     builder = PromptBuilder(tokenizer)
     prompts = [build_prompt(builder, tokenizer, p, args.format) for p in problems]

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cancel", type=float, default=0.7, help="share of requests cancelled mid-stream")
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--engine", choices=("torch", "vllm"), default="torch")
-    p.add_argument("--model", default=None, help="model directory (default: the embedded model)")
+    p.add_argument("--model", default=None, help="model name, directory or .gguf file (default: qwen2.5-coder-0.5b)")
     p.add_argument("--url", default=None, help="a running daemon's address (socket path or tcp://127.0.0.1:PORT)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the JSON here")

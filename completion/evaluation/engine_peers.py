@@ -110,9 +110,7 @@ def load_eyas(setup: BenchSetup, precision: str, draft: Path | None):
     kwargs = {"impl": setup.impl} if setup.impl else {}    # older engines have no impl argument
     if setup.compile:
         kwargs["compile_steps"] = True
-    if precision == "int8":
-        kwargs["quantize"] = "int8"
-    return TorchEngine.load(str(setup.target), device="cpu", dtype=TORCH_DTYPES.get(precision, torch.bfloat16),
+    return TorchEngine.load(str(setup.target), device="cpu", precision={"f32": "float32"}.get(precision, precision),
                             draft=str(draft) if draft else "none", **kwargs)
 
 

@@ -1,8 +1,9 @@
-"""Our own Hugging Face Qwen3 -> GGUF converter, so llama.cpp can run the pocket target.
+"""Our own Hugging Face Qwen3 / Qwen2 -> GGUF converter, so llama.cpp can run the pocket target
+(and tests can write real GGUF files for completion.models.gguf to read back).
 
 llama.cpp's `convert_hf_to_gguf.py` refuses a self-trained BPE tokenizer it does not recognise by
 hash; we only need what llama.cpp's loader reads, written with the `gguf` package's GGUFWriter:
-the `qwen3` architecture keys, the tensors under llama.cpp's names, and the byte-level BPE
+the architecture keys, the tensors under llama.cpp's names (completion.models.gguf's table), and the byte-level BPE
 tokenizer as `gpt2` (tokens, token types, merges) with the "qwen2" pre-tokenizer (the same split
 regex as Qwen's). The benchmark feeds token ids directly, so the tokenizer only has to load.
 
@@ -17,41 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from completion.models.gguf import gguf_name
+
 PRECISIONS = ("f32", "bf16", "q8_0")
-ARCH = "qwen3"
+ARCHITECTURES = ("qwen2", "qwen3")
 Q8_0_BLOCK = 32            # a Q8_0 row must be a whole number of 32-value blocks
 
-# Hugging Face Qwen3 tensor name -> llama.cpp name; "{i}" is the layer index.
-GLOBAL_NAMES = {
-    "model.embed_tokens.weight": "token_embd.weight",
-    "model.norm.weight": "output_norm.weight",
-    "lm_head.weight": "output.weight",
-}
-LAYER_NAMES = {
-    "input_layernorm.weight": "attn_norm.weight",
-    "self_attn.q_proj.weight": "attn_q.weight",
-    "self_attn.k_proj.weight": "attn_k.weight",
-    "self_attn.v_proj.weight": "attn_v.weight",
-    "self_attn.o_proj.weight": "attn_output.weight",
-    "self_attn.q_norm.weight": "attn_q_norm.weight",
-    "self_attn.k_norm.weight": "attn_k_norm.weight",
-    "post_attention_layernorm.weight": "ffn_norm.weight",
-    "mlp.gate_proj.weight": "ffn_gate.weight",
-    "mlp.up_proj.weight": "ffn_up.weight",
-    "mlp.down_proj.weight": "ffn_down.weight",
-}
 # tokenizer.ggml.fim_*_token_id keys for Qwen's FIM / repo-level control tokens
 FIM_KEYS = {"<|fim_prefix|>": "pre", "<|fim_suffix|>": "suf", "<|fim_middle|>": "mid",
             "<|fim_pad|>": "pad", "<|repo_name|>": "rep", "<|file_sep|>": "sep"}
-
-
-def gguf_name(hf_name: str) -> str:
-    if hf_name in GLOBAL_NAMES:
-        return GLOBAL_NAMES[hf_name]
-    parts = hf_name.split(".", 3)          # model, layers, i, rest
-    if len(parts) == 4 and parts[:2] == ["model", "layers"] and parts[3] in LAYER_NAMES:
-        return f"blk.{parts[2]}.{LAYER_NAMES[parts[3]]}"
-    raise ValueError(f"no GGUF name for tensor {hf_name!r} (only dense Qwen3 is supported)")
 
 
 def rope_theta(config: dict) -> float:
@@ -160,20 +135,20 @@ def write_tokenizer(writer, model_dir: Path, config: dict) -> None:
 
 
 def export_gguf(model_dir: str | Path, out_path: str | Path, precision: str = "f32") -> Path:
-    """Write the dense Qwen3 checkpoint in `model_dir` as one GGUF file; returns its path."""
+    """Write the dense Qwen3 / Qwen2 checkpoint in `model_dir` as one GGUF file; returns its path."""
     import gguf
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     model_dir, out_path = Path(model_dir), Path(out_path)
     config = json.loads((model_dir / "config.json").read_text())
-    if config.get("model_type") != "qwen3":
-        raise ValueError(f"only model_type qwen3 is supported, got {config.get('model_type')!r}")
+    if config.get("model_type") not in ARCHITECTURES:
+        raise ValueError(f"only model_type {' / '.join(ARCHITECTURES)} is supported, got {config.get('model_type')!r}")
     tensors = read_tensors(model_dir)
     if config.get("tie_word_embeddings"):
         tensors.pop("lm_head.weight", None)   # llama.cpp reuses token_embd when output is absent
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(out_path), ARCH)
+    writer = gguf.GGUFWriter(str(out_path), config["model_type"])
     write_metadata(writer, config, precision, model_dir.name)
     write_tokenizer(writer, model_dir, config)
     for hf_name, array in tensors.items():

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     draft = args.draft if args.draft and Path(args.draft).exists() else None
     if args.draft and draft is None:
         log(f"note: no drafter at {args.draft}: plain decoding")
-    engine = TorchEngine.load(args.model, device="cpu", dtype=torch.float32, draft=draft)
+    engine = TorchEngine.load(args.model, device="cpu", precision="float32", draft=draft)
     tokenizer = engine.tokenizer()
     builder = PromptBuilder(tokenizer)
     cases = infill_cases(problems)

@@ -299,7 +299,7 @@ def main(argv: list[str]) -> int:
         target_dir, draft_dir = args.model, args.draft
     else:
         target_dir, draft_dir = synthetic_pair(Path(args.work), shape, args.prompts, args.max_tokens, args.rebuild)
-    engine = TorchEngine.load(str(target_dir), device="cpu", dtype=torch.float32, draft=str(draft_dir))
+    engine = TorchEngine.load(str(target_dir), device="cpu", precision="float32", draft=str(draft_dir))
     prompts = bench_prompts(AutoTokenizer.from_pretrained(target_dir), args.prompts)
     depth = engine.drafter.config.max_depth
     modes = [(m, k) for m, k in MODES if k is None or k <= depth]
