@@ -1,5 +1,6 @@
-"""Shared fixtures. Servers the tests start load the embedded pocket pair by default; engine-level
-tests use a tiny random Qwen3 with the real Qwen3 tokenizer, built once per session."""
+"""Shared fixtures. Servers the tests start with SERVER_CMD load the pocket pair in float32 (fast,
+exact); the editor tests run the real default model. Engine-level tests use tiny random Qwen3 /
+Qwen2 models with the real Qwen tokenizer, built once per session."""
 import os
 import sys
 import tempfile
@@ -17,7 +18,7 @@ os.environ.setdefault("EYAS_THREADS", "1")
 os.environ.setdefault("EYAS_TELEMETRY", os.path.join(tempfile.mkdtemp(prefix="eyas-telemetry-"), "telemetry.sqlite"))
 torch.set_num_threads(1)
 
-SERVER_CMD = [sys.executable, "-m", "completion.cli", "serve"]
+SERVER_CMD = [sys.executable, "-m", "completion.cli", "serve", "--model", "pocket", "--precision", "float32"]
 
 
 @pytest.fixture(scope="session")

