@@ -69,7 +69,8 @@ def test_acceptance_eval_writes_json_and_spec_equals_plain(tiny_pair, tmp_path, 
     assert "seed AL" in printed and "7.51" in printed and "ast.parse" in printed
 
 
-def test_infill_eval_writes_json(tiny_pair, tmp_path):
+def test_infill_eval_writes_json(tiny_pair, tmp_path, capsys):
+    """HumanEval lines and the held-out probe at two budgets, for two precisions side by side."""
     from completion.evaluation.infill import main
 
     target_dir, peagle_dir, _ = tiny_pair
@@ -77,13 +78,32 @@ def test_infill_eval_writes_json(tiny_pair, tmp_path):
     threads = torch.get_num_threads()
     try:
         assert main(["--model", str(target_dir), "--draft", str(peagle_dir), "--limit", "1", "--max-tokens", "6",
-                     "--cross-file", "0", "--out", str(out)]) == 0
+                     "--held-out", "1", "--prefix-tokens", "128,256", "--precisions", "float32,bf16",
+                     "--out", str(out)]) == 0
     finally:
         torch.set_num_threads(threads)
     report = json.loads(out.read_text())
-    assert report["cases"] == len(report["records"]) > 0 and report["problems"] == 1
-    assert 0.0 <= report["exact_match"] <= 1.0 and 0.0 <= report["edit_similarity"] <= 1.0
-    assert all("\n" not in r["prediction"] for r in report["records"])
+    assert [r["precision"] for r in report["results"]] == ["float32", "bf16"]
+    for row in report["results"]:
+        he = row["humaneval"]
+        assert he["cases"] == len(he["records"]) > 0 and he["problems"] == 1 and row["mode"] == "peagle"
+        assert 0.0 <= he["exact_match"] <= 1.0 and 0.0 <= he["edit_similarity"] <= 1.0
+        assert all("\n" not in r["prediction"] for r in he["records"])
+        assert [h["prefix_tokens"] for h in row["held_out"]] == [128, 256]
+        assert all(h["cases"] >= 1 and h["p50_ms"] > 0 for h in row["held_out"])
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "held-out EM / ES" in capsys.readouterr().out
+
+
+def test_line_probe_cuts_real_lines():
+    from completion.evaluation.line_probe import probe_cases
+    cases = probe_cases(2, seed=1)
+    assert cases == probe_cases(2, seed=1)   # the same set every run
+    assert len(cases) >= 2 and {c.language for c in cases} <= {"javascript", "c", "python"}
+    for c in cases:
+        original = c.path.read_text(encoding="utf-8", errors="replace")
+        assert c.text[:c.cursor] + c.target + c.text[c.cursor:] == original
+        assert len(c.target) >= 4 and "\n" not in c.target
 
 
 def test_cross_file_cases_and_eval(tiny_pair, tmp_path):

@@ -9,7 +9,7 @@ times P-EAGLE steps with a random drafter. A random drafter is almost never acce
 figure is what speculation costs: a draft + verify step as a multiple of a plain step, the
 acceptance length a trained drafter must beat to pay off.
 
-    eyas bench floor [--shape 30b-a3b|pocket|tiny-moe] [--device cuda|cpu] [--dtype bf16|f32]
+    eyas bench floor [--shape 30b-a3b|qwen2.5-coder-0.5b|qwen2.5-coder-1.5b|pocket|tiny-moe] [--device cuda|cpu] [--dtype bf16|f32]
                      [--prompt 512] [--tokens 64] [--k 4] [--compile] [--out out/bench/floor.json]
 """
 from __future__ import annotations
@@ -24,15 +24,22 @@ import torch
 
 from .forward_speed import time_runner
 
-SHAPES = {   # Hugging Face config fields; "moe" picks Qwen3-MoE
-    "30b-a3b": dict(moe=True, vocab_size=151936, hidden_size=2048, num_hidden_layers=48, num_attention_heads=32,
+SHAPES = {   # Hugging Face config fields and the architecture
+    "30b-a3b": dict(arch="qwen3_moe", vocab_size=151936, hidden_size=2048, num_hidden_layers=48, num_attention_heads=32,
                     num_key_value_heads=4, head_dim=128, intermediate_size=6144, moe_intermediate_size=768,
                     num_experts=128, num_experts_per_tok=8, norm_topk_prob=True, rope_theta=10_000_000.0),
-    "pocket": dict(moe=False, vocab_size=16000, hidden_size=256, num_hidden_layers=8, num_attention_heads=4,
+    "pocket": dict(arch="qwen3", vocab_size=16000, hidden_size=256, num_hidden_layers=8, num_attention_heads=4,
                    num_key_value_heads=2, head_dim=64, intermediate_size=768, rope_theta=10000.0),
-    "tiny-moe": dict(moe=True, vocab_size=1000, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+    "tiny-moe": dict(arch="qwen3_moe", vocab_size=1000, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
                      num_key_value_heads=2, head_dim=16, intermediate_size=128, moe_intermediate_size=32,
                      num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, rope_theta=10000.0),
+    # the real default model's shape (q/k/v biases, no q/k norm), and the optional larger one
+    "qwen2.5-coder-0.5b": dict(arch="qwen2", vocab_size=151936, hidden_size=896, num_hidden_layers=24,
+                               num_attention_heads=14, num_key_value_heads=2, intermediate_size=4864,
+                               rope_theta=1_000_000.0),
+    "qwen2.5-coder-1.5b": dict(arch="qwen2", vocab_size=151936, hidden_size=1536, num_hidden_layers=28,
+                               num_attention_heads=12, num_key_value_heads=2, intermediate_size=8960,
+                               rope_theta=1_000_000.0),
 }
 DTYPES = {"bf16": torch.bfloat16, "f32": torch.float32}
 
@@ -44,19 +51,22 @@ def log(message: str) -> None:
 def build_target(shape: str, device: str, dtype: torch.dtype):
     """A random-weight model of the shape, created directly on the device in `dtype` (a 30B model
     initialised in float32 first would need twice the memory)."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+    import transformers as tf
 
     fields = dict(SHAPES[shape])
-    moe = fields.pop("moe")
+    arch = fields.pop("arch")
     fields.update(max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=False,
                   bos_token_id=0, eos_token_id=0, pad_token_id=0)
-    config = Qwen3MoeConfig(**fields, decoder_sparse_step=1) if moe else Qwen3Config(**fields)
+    config_class, model_class = {"qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM),
+                                 "qwen3_moe": (tf.Qwen3MoeConfig, tf.Qwen3MoeForCausalLM),
+                                 "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM)}[arch]
+    config = config_class(**fields, **({"decoder_sparse_step": 1} if arch == "qwen3_moe" else {}))
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
             torch.manual_seed(0)
-            model = (Qwen3MoeForCausalLM if moe else Qwen3ForCausalLM)(config)
+            model = model_class(config)
     finally:
         torch.set_default_dtype(default)
     return model.eval()

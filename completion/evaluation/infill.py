@@ -7,9 +7,14 @@ expected completion is the line itself (its indentation included). The prompt is
 the first newline (or a stop token). Metrics over all cases: exact match (trailing whitespace
 ignored) and edit similarity 1 - Levenshtein(pred, line) / max(len(pred), len(line)).
 
-    eyas eval infill [--model DIR] [--draft DIR] [--limit N] [--max-tokens 48] [--cross-file 200]
+    eyas eval infill [--model NAME|DIR] [--precisions float32,bf16,int8,int4] [--limit N]
+                     [--held-out 15] [--prefix-tokens 256,512,1024] [--draft DIR] [--cross-file N]
                      [--out out/eval/infill.json]
 
+Beside HumanEval, `--held-out N` runs the held-out line probe (completion/evaluation/line_probe.py:
+N lines per language of real JavaScript, C and Python files, through the editor's pipeline) at each
+`--prefix-tokens` budget, with its latency. Each precision gets its own engine over the same cases;
+the table puts them side by side (JSON, and a PNG of the budget curve when several are swept).
 With --draft the engine decodes with P-EAGLE (the output is the plain greedy output either way).
 
 Cross-file context (`--cross-file N`, 0 to skip): N lines cut from multi-module packages of this
@@ -31,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-from completion.evaluation.acceptance import DEFAULT_DRAFT, DEFAULT_TARGET, load_humaneval, log
+from completion.evaluation import line_probe
+from completion.evaluation.acceptance import load_humaneval, log
 
 
 @dataclass
@@ -183,75 +189,140 @@ def summarize(records: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from completion.models import DEFAULT_MODEL
+
     ap = argparse.ArgumentParser(prog="eyas eval infill", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=str(DEFAULT_TARGET), help="target model directory")
-    ap.add_argument("--draft", default=str(DEFAULT_DRAFT), help="P-EAGLE drafter ('' for plain decoding)")
-    ap.add_argument("--limit", type=int, default=0, help="first N problems only (0: all 164)")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="model name, directory or .gguf file")
+    ap.add_argument("--draft", default="", help="P-EAGLE drafter (directory, or 'embedded' with --model pocket; "
+                                                "default: plain decoding)")
+    ap.add_argument("--precisions", default="auto",
+                    help="comma-separated: auto, float32, bf16, int8, int4 (one engine each, same cases)")
+    ap.add_argument("--limit", type=int, default=0, help="first N HumanEval problems only (0: all 164; -1: none)")
+    ap.add_argument("--held-out", type=int, default=15, metavar="N",
+                    help="held-out probe: N cases per language from real JS / C / Python files (0: skip)")
+    ap.add_argument("--prefix-tokens", default="1024",
+                    help="held-out probe: comma-separated prefix budgets to sweep (e.g. 256,512,1024)")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--k", type=int, default=None, help="speculative tokens per step (default: the drafter's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--humaneval", default=None)
-    ap.add_argument("--cross-file", type=int, default=200, metavar="N",
-                    help="also N cross-file cases, with and without sibling modules open (0: skip)")
+    ap.add_argument("--cross-file", type=int, default=0, metavar="N",
+                    help="also N cross-file cases, with and without sibling modules open")
     ap.add_argument("--out", default="out/eval/infill.json")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     from completion.engine.torch_engine import TorchEngine
-    from completion.prompt import PromptBuilder
 
-    problems = load_humaneval(args.humaneval, args.limit)
-    draft = args.draft if args.draft and Path(args.draft).exists() else None
-    if args.draft and draft is None:
-        log(f"note: no drafter at {args.draft}: plain decoding")
-    engine = TorchEngine.load(args.model, device="cpu", precision="float32", draft=draft)
-    tokenizer = engine.tokenizer()
-    builder = PromptBuilder(tokenizer)
+    problems = load_humaneval(args.humaneval, args.limit) if args.limit >= 0 else []
     cases = infill_cases(problems)
-    mode = "peagle" if draft else "plain"
-    log(f"{len(cases)} line cases from {len(problems)} problems ({mode})")
-
-    async def run_all() -> list[dict]:
-        records, t0 = [], time.perf_counter()
-        for n, c in enumerate(cases):
-            prompt = builder.build(repo="human-eval", path=c.task_id.replace("/", "_") + ".py", prefix=c.prefix,
-                                   suffix=c.suffix)
-            pred, stats = await complete_line(engine, prompt.ids, prompt.stop_ids, args.max_tokens, tokenizer, mode,
-                                              f"infill-{c.task_id}")
-            records.append({"task_id": c.task_id, "line": c.line_index, "target": c.target, "prediction": pred,
-                            "exact_match": exact_match(pred, c.target),
-                            "edit_similarity": edit_similarity(pred, c.target),
-                            "generated": stats.generated_tokens if stats else 0,
-                            "acceptance_length": stats.acceptance_length if stats else 0.0})
-            if (n + 1) % 100 == 0 or n + 1 == len(cases):
-                s = summarize(records)
-                log(f"  {n + 1}/{len(cases)} EM {s['exact_match']:.3f} ES {s['edit_similarity']:.3f} "
-                    f"({time.perf_counter() - t0:.0f}s)")
-        return records
-
-    records = asyncio.run(run_all())
-    summary = summarize(records)
-    cross = {}
-    if args.cross_file:
-        xcases = crossfile_cases(args.cross_file)
-        log(f"{len(xcases)} cross-file cases from {len({c.path for c in xcases})} files")
-        cross = asyncio.run(crossfile_eval(engine, xcases, args.max_tokens))
-    print(f"\ninfill on HumanEval canonical solutions: {summary['cases']} lines from {summary['problems']} problems")
-    print(f"exact match {100 * summary['exact_match']:.1f}%   edit similarity {100 * summary['edit_similarity']:.1f}%")
-    if cross:
-        print(f"\ncross-file lines ({cross['with']['cases']} from {cross['with']['problems']} files), editor pipeline:")
-        print(f"{'':24}{'exact match':>14}{'edit similarity':>18}")
-        for setting in ("without", "with"):
-            r = cross[setting]
-            print(f"{setting + ' sibling modules':24}{100 * r['exact_match']:>13.1f}%{100 * r['edit_similarity']:>17.1f}%")
+    budgets = [int(b) for b in args.prefix_tokens.split(",")]
+    probe = line_probe.probe_cases(args.held_out) if args.held_out else []
+    log(f"{len(cases)} HumanEval lines from {len(problems)} problems; {len(probe)} held-out lines; "
+        f"budgets {budgets}")
+    results = []
+    for precision in args.precisions.split(","):
+        engine = TorchEngine.load(args.model, device="cpu", precision=precision, draft=args.draft or None)
+        mode = "peagle" if engine.drafter is not None else "plain"
+        row = {"model": args.model, "precision": engine.info.precision, "impl": engine.info.impl, "mode": mode}
+        if cases:
+            log(f"{engine.info.precision}: HumanEval lines ({mode})")
+            records = asyncio.run(humaneval_lines(engine, cases, args.max_tokens, mode))
+            row["humaneval"] = {**summarize(records), "records": records}
+        row["held_out"] = [asyncio.run(line_probe.measure(engine, probe, b, args.max_tokens)) for b in budgets] \
+            if probe else []
+        if args.cross_file:
+            xcases = crossfile_cases(args.cross_file)
+            log(f"{len(xcases)} cross-file cases from {len({c.path for c in xcases})} files")
+            row["cross_file"] = asyncio.run(crossfile_eval(engine, xcases, args.max_tokens))
+        results.append(row)
+        asyncio.run(engine.close())
+        del engine
+    print_table(results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"target": args.model, "draft": draft, "max_tokens": args.max_tokens, **summary,
-                               "records": records, "cross_file": cross}, indent=1) + "\n")
+    out.write_text(json.dumps({"model": args.model, "draft": args.draft, "max_tokens": args.max_tokens,
+                               "threads": args.threads, "results": results}, indent=1) + "\n")
+    if probe and len(budgets) > 1:
+        write_budget_png(out.with_suffix(".png"), results)
     print(f"wrote {out}")
-    asyncio.run(engine.close())
     return 0
+
+
+async def humaneval_lines(engine, cases: list[InfillCase], max_tokens: int, mode: str) -> list[dict]:
+    from completion.prompt import PromptBuilder
+
+    tokenizer = engine.tokenizer()
+    builder = PromptBuilder(tokenizer)
+    records, t0 = [], time.perf_counter()
+    for n, c in enumerate(cases):
+        prompt = builder.build(repo="human-eval", path=c.task_id.replace("/", "_") + ".py", prefix=c.prefix,
+                               suffix=c.suffix)
+        pred, stats = await complete_line(engine, prompt.ids, prompt.stop_ids, max_tokens, tokenizer, mode,
+                                          f"infill-{c.task_id}")
+        records.append({"task_id": c.task_id, "line": c.line_index, "target": c.target, "prediction": pred,
+                        "exact_match": exact_match(pred, c.target),
+                        "edit_similarity": edit_similarity(pred, c.target),
+                        "generated": stats.generated_tokens if stats else 0,
+                        "acceptance_length": stats.acceptance_length if stats else 0.0})
+        if (n + 1) % 100 == 0 or n + 1 == len(cases):
+            s = summarize(records)
+            log(f"  {n + 1}/{len(cases)} EM {s['exact_match']:.3f} ES {s['edit_similarity']:.3f} "
+                f"({time.perf_counter() - t0:.0f}s)")
+    return records
+
+
+def print_table(results: list[dict]) -> None:
+    """One row per precision (and held-out budget): exact match and edit similarity side by side."""
+    print(f"\n{'model':<22}{'precision':<10}{'HumanEval lines EM / ES':>25}{'budget':>8}"
+          f"{'held-out EM / ES':>20}{'p50 ms':>9}{'prompt tok':>11}")
+    for row in results:
+        he = row.get("humaneval")
+        he_text = f"{100 * he['exact_match']:5.1f}% / {100 * he['edit_similarity']:5.1f}%" if he else "-"
+        held = row["held_out"] or [None]
+        for i, h in enumerate(held):
+            left = f"{row['model'][:21]:<22}{row['precision']:<10}{he_text:>25}" if i == 0 else " " * 57
+            if h is None:
+                print(left)
+                continue
+            print(f"{left}{h['prefix_tokens']:>8}{100 * h['exact_match']:>9.1f}% / {100 * h['edit_similarity']:5.1f}%"
+                  f"{h['p50_ms']:>9.0f}{h['prompt_tokens_p50']:>11.0f}")
+    for row in results:
+        if row.get("cross_file"):
+            c = row["cross_file"]
+            print(f"cross-file ({row['precision']}): without siblings EM {100 * c['without']['exact_match']:.1f}% "
+                  f"ES {100 * c['without']['edit_similarity']:.1f}%, with EM {100 * c['with']['exact_match']:.1f}% "
+                  f"ES {100 * c['with']['edit_similarity']:.1f}%")
+
+
+def write_budget_png(path: Path, results: list[dict]) -> None:
+    """Held-out exact match and edit similarity against the prefix budget, one pair of lines per
+    precision, with the median request latency written at each point."""
+    from completion.evaluation.latency_bench import Canvas
+
+    colors = [(40, 110, 200), (200, 60, 40), (40, 160, 60), (200, 40, 160)]
+    c = Canvas(760, 420)
+    left, right, top, bottom = 70, 700, 40, 370
+    budgets = [h["prefix_tokens"] for h in results[0]["held_out"]]
+    lo, hi = min(budgets), max(budgets)
+    x_of = lambda b: round(left + (b - lo) / max(hi - lo, 1) * (right - left))   # noqa: E731
+    y_of = lambda v: round(bottom - v * (bottom - top))                         # noqa: E731
+    c.text(left, 10, "HELD-OUT LINES: EM (THIN) AND ES (THICK) VS PREFIX TOKENS; P50 MS AT POINTS")
+    for q in (0, 0.25, 0.5, 0.75, 1):
+        c.line(left, y_of(q), right, y_of(q), (225, 225, 225))
+        c.text(left - 45, y_of(q) - 5, f"{q * 100:.0f}%")
+    for b in budgets:
+        c.text(x_of(b) - 12, bottom + 12, str(b))
+    for color, row in zip(colors, results):
+        points = row["held_out"]
+        for key, size in (("exact_match", 1), ("edit_similarity", 3)):
+            for a, b in zip(points, points[1:]):
+                c.line(x_of(a["prefix_tokens"]), y_of(a[key]), x_of(b["prefix_tokens"]), y_of(b[key]), color, size)
+        for h in points:
+            c.text(x_of(h["prefix_tokens"]) + 4, y_of(h["edit_similarity"]) - 14, f"{h['p50_ms']:.0f}", color)
+        c.text(right - 60, y_of(points[-1]["edit_similarity"]) + 4, row["precision"], color)
+    c.save(path)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ export interface EyasSettings {
   model: string;
   draft: string;
   device: string;
+  precision: string;
   speculativeK: number | null;
   maxTokens: number;
   temperature: number;
@@ -33,6 +34,7 @@ export interface ServerSettings {
   model?: string | null;
   draft?: string | null;
   device?: string | null;
+  precision?: string | null;
   speculativeK?: number | null;
   maxTokens: number;
   temperature: number;
@@ -46,7 +48,7 @@ export interface ServerSettings {
 
 export const DEFAULTS: EyasSettings = {
   enable: true, enableByLanguage: {}, engine: 'torch', url: '', apiKeyEnv: '', model: '', draft: '',
-  device: '', speculativeK: null, maxTokens: 64, temperature: 0, topP: 1, requestTimeout: 20,
+  device: '', precision: '', speculativeK: null, maxTokens: 64, temperature: 0, topP: 1, requestTimeout: 20,
   multiline: 'auto', multilineByLanguage: {}, cache: true, prefetch: true,
 };
 
@@ -104,7 +106,7 @@ export function toServerSettings(s: EyasSettings, previous?: ServerSettings): Se
   };
   const optional = {
     url: s.url || null, apiKeyEnv: s.apiKeyEnv || null, model: s.model || null, draft: s.draft || null,
-    device: s.device || null, speculativeK: s.speculativeK,
+    device: s.device || null, precision: s.precision || null, speculativeK: s.speculativeK,
   };
   for (const [key, value] of Object.entries(optional) as [keyof typeof optional, string | number | null][]) {
     if (value !== null || (previous?.[key] ?? null) !== null) {

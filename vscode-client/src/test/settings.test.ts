@@ -14,12 +14,12 @@ test('defaults map to the server defaults, with unset strings left out', () => {
 test('every setting reaches its server key', () => {
   const out = toServerSettings(settings({
     engine: 'openai', url: 'http://127.0.0.1:8000', apiKeyEnv: 'KEY', model: 'm', draft: 'embedded', device: 'cpu',
-    speculativeK: 4, maxTokens: 32, temperature: 0.2, topP: 0.9, requestTimeout: 5, multiline: 'never',
+    precision: 'int8', speculativeK: 4, maxTokens: 32, temperature: 0.2, topP: 0.9, requestTimeout: 5, multiline: 'never',
     enableByLanguage: { markdown: false }, multilineByLanguage: { python: 'always' }, cache: false, prefetch: false,
   }));
   assert.deepEqual(out, {
     engine: 'openai', url: 'http://127.0.0.1:8000', apiKeyEnv: 'KEY', model: 'm', draft: 'embedded', device: 'cpu',
-    speculativeK: 4, maxTokens: 32, temperature: 0.2, topP: 0.9, requestTimeout: 5,
+    precision: 'int8', speculativeK: 4, maxTokens: 32, temperature: 0.2, topP: 0.9, requestTimeout: 5,
     enable: { '*': true, markdown: false }, multiline: { '*': 'never', python: 'always' }, cache: false, prefetch: false,
   });
 });
