@@ -1,4 +1,4 @@
-"""Our own Qwen3 / Qwen3-MoE forward: fused projections, a static KV cache, optional torch.compile.
+"""Our own Qwen3 / Qwen3-MoE / Qwen2 / Llama forward: fused projections, a static KV cache, optional torch.compile.
 The Hugging Face model stays loaded beside it as the reference and as what drafters share."""
 from .config import LeanConfig, unsupported_reason
 from .model import LeanModel

@@ -16,7 +16,7 @@ import time
 import torch
 
 from .model import LeanModel
-from .weights import Int8Weight, LeanWeights
+from .weights import Int4Weight, Int8Weight, LeanWeights
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ def weight_tensors(w: LeanWeights):
     """Every tensor the model's weights hold (the ones compile_dynamic keeps static)."""
     for item in [w.embed, w.norm, w.lm_head] + [getattr(layer, f.name) for layer in w.layers
                                                  for f in dataclasses.fields(layer)]:
-        if isinstance(item, Int8Weight):
-            yield from (item.q, item.scale)
+        if isinstance(item, (Int8Weight, Int4Weight)):
+            yield from (t for t in vars(item).values() if isinstance(t, torch.Tensor))
         elif item is not None:
             yield item
             if item._base is not None:   # a column-major weight's contiguous buffer

@@ -1,9 +1,13 @@
-"""The shape of a Qwen3 / Qwen3-MoE model as the lean forward needs it, read from a Hugging Face config."""
+"""The shape of a Qwen3 / Qwen3-MoE / Qwen2 / Llama model as the lean forward needs it, read from a
+Hugging Face config. The four differ only in details the forward switches on: per-head q/k RMSNorm
+(Qwen3), biases on the q/k/v projections (Qwen2 always, Llama with attention_bias, which also
+biases o_proj), and MoE layers (Qwen3-MoE)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-ARCHITECTURES = {"qwen3": False, "qwen3_moe": True}   # model_type -> has MoE layers
+ARCHITECTURES = {"qwen3": False, "qwen3_moe": True, "qwen2": False, "llama": False}   # model_type -> has MoE layers
+QK_NORM = ("qwen3", "qwen3_moe")   # model types with a per-head RMSNorm on queries and keys
 
 
 def unsupported_reason(hf_config) -> str | None:
@@ -12,10 +16,14 @@ def unsupported_reason(hf_config) -> str | None:
     if hf_config.model_type not in ARCHITECTURES:
         return f"model_type {hf_config.model_type!r} (lean supports {', '.join(ARCHITECTURES)})"
     rope = getattr(hf_config, "rope_parameters", None) or {}
-    if rope.get("rope_type", "default") != "default":
+    if rope.get("rope_type", "default") != "default":   # llama3, yarn, linear, dynamic...: scaled frequencies
         return f"rope_type {rope['rope_type']!r} (lean supports the default RoPE only)"
-    if getattr(hf_config, "attention_bias", False):
-        return "attention_bias"
+    if getattr(hf_config, "attention_bias", False) and hf_config.model_type != "llama":
+        return "attention_bias"   # Qwen3: no checkpoint uses it, so it is not built or tested
+    if getattr(hf_config, "mlp_bias", False):
+        return "mlp_bias"
+    if getattr(hf_config, "use_sliding_window", False):
+        return "use_sliding_window (sliding-window attention)"
     if any(t != "full_attention" for t in getattr(hf_config, "layer_types", None) or ()):
         return "sliding-window layers"
     if hf_config.hidden_act != "silu":
@@ -37,6 +45,7 @@ class LeanConfig:
     moe_layers: tuple[bool, ...]        # per layer: sparse experts (True) or a dense MLP
     num_experts_per_tok: int = 0
     norm_topk_prob: bool = False
+    qk_norm: bool = True                # per-head RMSNorm on queries and keys (Qwen3)
 
     @property
     def q_size(self) -> int:
@@ -62,4 +71,4 @@ class LeanConfig:
                    rms_norm_eps=c.rms_norm_eps, rope_theta=float(c.rope_parameters["rope_theta"]),
                    max_position_embeddings=c.max_position_embeddings, moe_layers=moe_layers,
                    num_experts_per_tok=getattr(c, "num_experts_per_tok", 0) if num_experts else 0,
-                   norm_topk_prob=bool(getattr(c, "norm_topk_prob", False)))
+                   norm_topk_prob=bool(getattr(c, "norm_topk_prob", False)), qk_norm=c.model_type in QK_NORM)

@@ -1,7 +1,8 @@
-"""A lean Qwen3 / Qwen3-MoE forward in plain torch over a static KV cache.
+"""A lean Qwen3 / Qwen3-MoE / Qwen2 / Llama forward in plain torch over a static KV cache.
 
-Same arithmetic as the Hugging Face model (RMSNorm in float32, per-head q/k RMSNorm, RoPE with
-rotate-half, GQA attention, SiLU-gated MLP, softmax top-k routing), without its per-call
+Same arithmetic as the Hugging Face model (RMSNorm in float32, per-head q/k RMSNorm for Qwen3,
+q/k/v biases for Qwen2, RoPE with rotate-half, GQA attention, SiLU-gated MLP, softmax top-k
+routing), without its per-call
 machinery: projections are fused (q|k|v, gate|up), RoPE comes from precomputed tables, keys and
 values are written in place into preallocated buffers, and MoE experts run as two grouped matmuls.
 
@@ -15,15 +16,20 @@ import torch.nn.functional as F
 
 from .cache import RopeTables, StaticKVCache
 from .config import LeanConfig
-from .weights import Int8Weight, LayerWeights, LeanWeights, weights_from_hf
+from .weights import QUANTIZED_MAX_ROWS, Int4Weight, Int8Weight, LayerWeights, LeanWeights, weights_from_hf
 
 ROW_BY_ROW_MAX = 19   # rows of a verification (K + 1, K <= 18) that attend one by one below float32
+assert ROW_BY_ROW_MAX <= QUANTIZED_MAX_ROWS   # verification rows must run the decode step's kernels
 
 
-def linear(x: torch.Tensor, w) -> torch.Tensor:
-    if isinstance(w, Int8Weight):
-        return torch._weight_int8pack_mm(x.contiguous(), w.q, w.scale)
-    return F.linear(x, w)
+def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
+    if isinstance(w, (Int8Weight, Int4Weight)):
+        if x.shape[0] > QUANTIZED_MAX_ROWS:
+            w = w.dense
+        else:
+            out = w.mm(x.contiguous())
+            return out if bias is None else out + bias
+    return F.linear(x, w, bias)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -103,10 +109,12 @@ class LeanModel:
 
     def attention(self, x, w: LayerWeights, cos, sin, positions, k_cache, v_cache, attend_len, mask):
         cfg, n = self.cfg, x.shape[0]
-        qkv = linear(x, w.qkv)
-        # queries and keys side by side: one norm (per-head weights) and one rotation for both
+        qkv = linear(x, w.qkv, w.qkv_bias)
+        # queries and keys side by side: one norm (per-head weights, Qwen3 only) and one rotation for both
         qk = qkv[:, : cfg.q_size + cfg.kv_size].view(n, cfg.num_heads + cfg.num_kv_heads, cfg.head_dim)
-        q, k = rotate(rms_norm(qk, w.qk_norm, cfg.rms_norm_eps), cos, sin).split([cfg.num_heads, cfg.num_kv_heads], 1)
+        if w.qk_norm is not None:
+            qk = rms_norm(qk, w.qk_norm, cfg.rms_norm_eps)
+        q, k = rotate(qk, cos, sin).split([cfg.num_heads, cfg.num_kv_heads], 1)
         v = qkv[:, cfg.q_size + cfg.kv_size:].view(n, cfg.num_kv_heads, cfg.head_dim)
         # cache layout [kv_heads, T, D]: the rows one attention reads are a plain slice
         k_cache.index_copy_(1, positions, k.transpose(0, 1))
@@ -116,7 +124,7 @@ class LeanModel:
         else:
             out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k_cache[None, :, :attend_len],
                                                  v_cache[None, :, :attend_len], attn_mask=mask, enable_gqa=True)
-        return linear(out[0].transpose(0, 1).reshape(n, cfg.q_size), w.o)
+        return linear(out[0].transpose(0, 1).reshape(n, cfg.q_size), w.o, w.o_bias)
 
     @staticmethod
     def attend_row_by_row(q, k_cache, v_cache, attend_len: int) -> torch.Tensor:

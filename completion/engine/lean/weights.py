@@ -1,17 +1,19 @@
-"""The lean model's weights, taken from an already-loaded Hugging Face Qwen3 / Qwen3-MoE.
+"""The lean model's weights, taken from an already-loaded Hugging Face Qwen3 / Qwen3-MoE / Qwen2 / Llama.
 
 Going through the loaded model rather than the safetensors files means Hugging Face has already
 done every checkpoint conversion (per-expert tensors stacked, tied embeddings resolved, dtype and
 device applied), and nothing is held twice: norms, embeddings, lm_head and expert stacks are the
-very same tensors, and the projections we fuse (q|k|v, gate|up) become the storage that the Hugging
-Face parameters then view, so the reference model keeps working on the same memory.
+very same tensors, and the projections we fuse (q|k|v, gate|up, and the q|k|v biases) become the
+storage that the Hugging Face parameters then view, so the reference model keeps working on the
+same memory.
 
-Every projection and lm_head is stored column-major: the [out, in] matrix is a transposed view of
-a contiguous [in, out] buffer. On a CPU in float32, MKL multiplies a few rows by such a weight
-with fewer passes over it than by a row-major one, so a verification costs less (pocket target,
-1 thread, `forward_speed`'s verify_ms_by_rows: 5 rows 5.1 → 4.4-4.5 ms, 8 rows 6.6-6.7 → 4.9-6.1,
-one row unchanged). bf16 runs at the same speed either way, and a tied embedding gathers from
-the view (a few ms more to embed 2,048 prompt tokens, nothing per decode step).
+In float32 every projection and lm_head is stored column-major: the [out, in] matrix is a
+transposed view of a contiguous [in, out] buffer. On a CPU in float32, MKL multiplies a few rows by
+such a weight with fewer passes over it than by a row-major one, so a verification costs less
+(pocket target, 1 thread, `forward_speed`'s verify_ms_by_rows: 5 rows 5.1 → 4.4-4.5 ms, 8 rows
+6.6-6.7 → 4.9-6.1, one row unchanged). Below float32 they stay row-major: there one row times a
+column-major bf16 matrix is the slower product (Qwen2.5-Coder-0.5B's lm_head, 2 threads: 15.5 ms
+row-major, 19.2 column-major; gate|up 0.65 vs 0.65-0.9 ms for 1-8 rows).
 """
 from __future__ import annotations
 
@@ -22,6 +24,15 @@ from torch import nn
 
 from .config import LeanConfig
 
+# Rows up to which a quantized weight runs its own kernel. torch's weight-only int8/int4 CPU
+# kernels read fewer bytes, which wins while a product is bound by reading the weight (decode
+# steps, verifications), but they do not use the matrix units: at 128 rows (a prefill chunk) they
+# are ~10x slower than bf16 (Qwen2.5-Coder-0.5B's gate|up: 13-15 ms vs 1.5 ms). Longer inputs use
+# the bf16 weight the quantized one came from, which the Hugging Face model holds anyway. The
+# bound covers every verification (model.ROW_BY_ROW_MAX rows), so each verification row still
+# gets the bits of the one-token step at its position.
+QUANTIZED_MAX_ROWS = 32
+
 
 @dataclass
 class Int8Weight:
@@ -30,21 +41,67 @@ class Int8Weight:
     path is several times slower than f32 `linear`), so int8 runs with a bf16 model."""
     q: torch.Tensor       # [N, K] int8
     scale: torch.Tensor   # [N], the activations' dtype
+    dense: torch.Tensor   # [N, K] the bf16 weight it came from (see QUANTIZED_MAX_ROWS)
 
     @classmethod
     def of(cls, w: torch.Tensor) -> "Int8Weight":
         scale = w.float().abs().amax(dim=1).clamp(min=1e-8) / 127
         q = torch.round(w.float() / scale[:, None]).clamp(-127, 127).to(torch.int8)
-        return cls(q.contiguous(), scale.to(w.dtype))
+        return cls(q.contiguous(), scale.to(w.dtype), w)
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int8pack_mm(x, self.q, self.scale)
+
+
+# Input columns per scale and zero point (see Int4Weight). Qwen2.5-Coder-0.5B over 768 tokens of
+# this repo's source, every projection and lm_head int4, against bf16: groups of 32 / 64 / 128 keep
+# the greedy token at 87% / 84% / 80% of positions (KL 0.063 / 0.098 / 0.163); the kernel runs
+# within ~10% of the same speed for all three (lm_head, one row: 3.9 / 3.6 / 3.4 ms).
+INT4_GROUP = 32
+
+
+@dataclass
+class Int4Weight:
+    """A weight-only int4 matrix, asymmetric per group of INT4_GROUP input columns: each group
+    keeps its min and max exactly apart (scale = (max - min) / 15), where one scale per row (as
+    int8 has) would waste most of 16 levels on outliers. torch's CPU kernel
+    (`_weight_int4pack_mm_for_cpu`) reads w as (q - 8) * scale + zero with q in 0..15, so zero
+    is min + 8 * scale; like int8 it takes bf16 activations."""
+    packed: torch.Tensor         # [N, K / 2] uint8, the kernel's own layout
+    scales_zeros: torch.Tensor   # [K / group, N, 2] bf16
+    group: int
+    dense: torch.Tensor          # [N, K] the bf16 weight it came from (see QUANTIZED_MAX_ROWS)
+
+    @classmethod
+    def of(cls, w: torch.Tensor, group: int = INT4_GROUP) -> "Int4Weight":
+        n, k = w.shape
+        # the kernel takes groups of 32-256 that divide K, and N a multiple of 16
+        group = next((g for g in (256, 128, 64, 32) if g <= group and k % g == 0), None)
+        if group is None or n % 16:
+            raise ValueError(f"int4 needs rows a multiple of 16 and columns of 32; this weight is {n}x{k}")
+        grouped = w.float().view(n, k // group, group)
+        lo, hi = grouped.amin(dim=-1), grouped.amax(dim=-1)
+        scale = ((hi - lo) / 15).clamp(min=1e-8)
+        q = ((grouped - lo[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32).view(n, k)
+        scales_zeros = torch.stack([scale.t(), (lo + 8 * scale).t()], dim=-1).to(torch.bfloat16).contiguous()
+        return cls(torch._convert_weight_to_int4pack_for_cpu(q, 1), scales_zeros, group, w)
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int4pack_mm_for_cpu(x, self.packed, self.group, self.scales_zeros)
+
+
+QUANTIZERS = {"int8": Int8Weight.of, "int4": Int4Weight.of}
 
 
 @dataclass
 class LayerWeights:
     input_norm: torch.Tensor                      # [H]
     qkv: torch.Tensor                             # [q_size + 2 * kv_size, H]
-    qk_norm: torch.Tensor                         # [heads + kv_heads, head_dim]: q_norm per query head, then k_norm
+    qk_norm: torch.Tensor | None                  # Qwen3: [heads + kv_heads, head_dim], q_norm per query head, then k_norm
     o: torch.Tensor                               # [H, q_size]
     post_norm: torch.Tensor                       # [H]
+    qkv_bias: torch.Tensor | None = None          # Qwen2, Llama attention_bias: [q_size + 2 * kv_size]
+    o_bias: torch.Tensor | None = None            # Llama attention_bias: [H]
     gate_up: torch.Tensor | None = None           # dense MLP: [2I, H], gate rows first
     down: torch.Tensor | None = None              # dense MLP: [H, I]
     router: torch.Tensor | None = None            # MoE: [E, H]
@@ -57,21 +114,36 @@ class LeanWeights:
     embed: torch.Tensor          # [V, H]
     layers: list[LayerWeights]
     norm: torch.Tensor           # [H]
-    lm_head: torch.Tensor        # [V, H] (column-major); the embedding itself when tied
-    quantized: str | None = None  # "int8": the projections and lm_head are Int8Weight
+    lm_head: torch.Tensor        # [V, H]; the embedding itself when tied
+    quantized: str | None = None  # "int8" / "int4": the dense projections and lm_head are Int8Weight / Int4Weight
+
+
+def quantize(weights: LeanWeights, precision: str) -> None:
+    """Dense projections and lm_head to weight-only `precision` ("int8" or "int4"); MoE experts,
+    norms, biases and the embedding stay as they are. The bf16 weights stay referenced (they are
+    the Hugging Face model's own, and long inputs run on them: QUANTIZED_MAX_ROWS).
+    lm_head is quantized too: it is the largest matrix a decode step reads (Qwen2.5-Coder-0.5B:
+    15.5 ms of a step in bf16, 9 in int8, 3.9 in int4) and costs little agreement (greedy token
+    kept at 97.9% of positions with it int8 vs 98.7% with it bf16; int4 84% vs 85% at groups of 64)."""
+    if precision not in QUANTIZERS:
+        raise ValueError(f"unknown precision {precision!r} (available: {', '.join(QUANTIZERS)})")
+    if weights.quantized:
+        raise ValueError(f"these weights are already {weights.quantized}")
+    if weights.embed.dtype != torch.bfloat16:
+        raise ValueError(f"{precision} weights run with bf16 activations; this model is {weights.embed.dtype}")
+    if weights.embed.device.type != "cpu":   # torch has these kernels for the CPU only (int4 CUDA packs differently)
+        raise ValueError(f"{precision} weights are CPU-only here; this model is on {weights.embed.device}")
+    of = QUANTIZERS[precision]
+    for w in weights.layers:
+        w.qkv, w.o = of(w.qkv), of(w.o)
+        if w.gate_up is not None:
+            w.gate_up, w.down = of(w.gate_up), of(w.down)
+    weights.lm_head = of(weights.lm_head)
+    weights.quantized = precision
 
 
 def quantize_int8(weights: LeanWeights) -> None:
-    """Dense projections and lm_head to weight-only int8 (MoE experts, norms and the embedding
-    stay as they are). The Hugging Face model keeps its own weights: the reference still works."""
-    if weights.embed.dtype != torch.bfloat16:
-        raise ValueError(f"int8 weights run with bf16 activations; this model is {weights.embed.dtype}")
-    for w in weights.layers:
-        w.qkv, w.o = Int8Weight.of(w.qkv), Int8Weight.of(w.o)
-        if w.gate_up is not None:
-            w.gate_up, w.down = Int8Weight.of(w.gate_up), Int8Weight.of(w.down)
-    weights.lm_head = Int8Weight.of(weights.lm_head)
-    weights.quantized = "int8"
+    quantize(weights, "int8")
 
 
 def column_major(linear: nn.Linear) -> torch.Tensor:
@@ -80,9 +152,18 @@ def column_major(linear: nn.Linear) -> torch.Tensor:
     return linear.weight.detach()
 
 
-def fuse_rows(linears: list[nn.Linear]) -> torch.Tensor:
-    """Stack the linears' weights into one column-major matrix and make each linear a view of its rows."""
-    fused = torch.cat([lin.weight.detach().t() for lin in linears], dim=1).contiguous().t()
+def stored(linear: nn.Linear, cm: bool) -> torch.Tensor:
+    """The linear's weight, re-stored column-major when `cm` (float32 models, see above)."""
+    return column_major(linear) if cm else linear.weight.detach()
+
+
+def fuse_rows(linears: list[nn.Linear], cm: bool) -> torch.Tensor:
+    """Stack the linears' weights into one matrix (column-major when `cm`) and make each linear a
+    view of its rows."""
+    if cm:
+        fused = torch.cat([lin.weight.detach().t() for lin in linears], dim=1).contiguous().t()
+    else:
+        fused = torch.cat([lin.weight.detach() for lin in linears])
     start = 0
     for lin in linears:
         rows = lin.weight.shape[0]
@@ -91,24 +172,41 @@ def fuse_rows(linears: list[nn.Linear]) -> torch.Tensor:
     return fused
 
 
+def fuse_biases(linears: list[nn.Linear]) -> torch.Tensor | None:
+    """The linears' biases as one vector (each bias then a view of its part), or None without biases."""
+    if all(lin.bias is None for lin in linears):
+        return None
+    fused = torch.cat([lin.bias.detach() for lin in linears])
+    start = 0
+    for lin in linears:
+        rows = lin.bias.shape[0]
+        lin.bias.data = fused[start:start + rows]
+        start += rows
+    return fused
+
+
 def weights_from_hf(hf_model, cfg: LeanConfig) -> LeanWeights:
     body = hf_model.model
+    cm = body.embed_tokens.weight.dtype == torch.float32
     layers = []
     for i, layer in enumerate(body.layers):
         attn, mlp = layer.self_attn, layer.mlp
+        projections = [attn.q_proj, attn.k_proj, attn.v_proj]
         w = LayerWeights(input_norm=layer.input_layernorm.weight.detach(),
-                         qkv=fuse_rows([attn.q_proj, attn.k_proj, attn.v_proj]),
-                         qk_norm=torch.cat([attn.q_norm.weight.detach().expand(cfg.num_heads, -1),
-                                            attn.k_norm.weight.detach().expand(cfg.num_kv_heads, -1)]),
-                         o=column_major(attn.o_proj), post_norm=layer.post_attention_layernorm.weight.detach())
+                         qkv=fuse_rows(projections, cm), qkv_bias=fuse_biases(projections), qk_norm=None,
+                         o=stored(attn.o_proj, cm), o_bias=None if attn.o_proj.bias is None else attn.o_proj.bias.detach(),
+                         post_norm=layer.post_attention_layernorm.weight.detach())
+        if cfg.qk_norm:
+            w.qk_norm = torch.cat([attn.q_norm.weight.detach().expand(cfg.num_heads, -1),
+                                   attn.k_norm.weight.detach().expand(cfg.num_kv_heads, -1)])
         if cfg.moe_layers[i]:
             w.router = mlp.gate.weight.detach()
             w.experts_gate_up = mlp.experts.gate_up_proj.detach()
             w.experts_down = mlp.experts.down_proj.detach()
         else:
-            w.gate_up = fuse_rows([mlp.gate_proj, mlp.up_proj])
-            w.down = column_major(mlp.down_proj)
+            w.gate_up = fuse_rows([mlp.gate_proj, mlp.up_proj], cm)
+            w.down = stored(mlp.down_proj, cm)
         layers.append(w)
-    lm_head = column_major(hf_model.lm_head)     # first: a tied embedding then shares its storage
+    lm_head = stored(hf_model.lm_head, cm)     # first: a tied embedding then shares its storage
     return LeanWeights(embed=body.embed_tokens.weight.detach(), layers=layers, norm=body.norm.weight.detach(),
                        lm_head=lm_head)
