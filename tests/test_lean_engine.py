@@ -13,14 +13,14 @@ from completion.training.synthetic import random_target, random_target_config
 
 
 def test_lean_is_the_default_where_it_supports_the_model():
-    from transformers import LlamaConfig
+    from transformers import MistralConfig
 
     qwen = SimpleNamespace(config=random_target_config(num_layers=2, hidden_size=32, vocab_size=64))
-    llama = SimpleNamespace(config=LlamaConfig(num_hidden_layers=2, hidden_size=32, vocab_size=64))
+    mistral = SimpleNamespace(config=MistralConfig(num_hidden_layers=2, hidden_size=32, vocab_size=64))
     assert resolve_impl(qwen, None) == "lean" and resolve_impl(qwen, "hf") == "hf"
-    assert resolve_impl(llama, None) == "hf"
-    with pytest.raises(ValueError, match="model_type 'llama'"):
-        resolve_impl(llama, "lean")
+    assert resolve_impl(mistral, None) == "hf"
+    with pytest.raises(ValueError, match="model_type 'mistral'"):
+        resolve_impl(mistral, "lean")
     with pytest.raises(ValueError, match="unknown impl"):
         resolve_impl(qwen, "fast")
 
