@@ -205,7 +205,9 @@ def check_bars(rows: list[dict], parse_fraction: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="eyas eval acceptance", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=str(DEFAULT_TARGET), help="target model directory")
+    ap.add_argument("--model", default=str(DEFAULT_TARGET), help="target: a model name, directory or .gguf file")
+    ap.add_argument("--precision", default="float32", help="float32 (default: speculative output then equals "
+                    "plain exactly), bf16, int8, int4")
     ap.add_argument("--draft", default=str(DEFAULT_DRAFT), help="P-EAGLE drafter ('' to skip its rows)")
     ap.add_argument("--eagle3", default=str(DEFAULT_EAGLE3), help="EAGLE-3 drafter ('' to skip its rows)")
     ap.add_argument("--max-tokens", type=int, default=128)
@@ -224,16 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from transformers import AutoTokenizer
-
     from completion.engine.base import EngineInfo
     from completion.engine.torch_engine import TorchEngine, on_model_thread
     from completion.prompt import PromptBuilder
     from completion.speculative import load_drafter
 
     problems = load_humaneval(args.humaneval, args.limit)
-    engine = TorchEngine.load(args.model, device="cpu", precision="float32", compile_steps=args.compile)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    engine = TorchEngine.load(args.model, device="cpu", precision=args.precision, compile_steps=args.compile)
+    tokenizer = engine.tokenizer()
     builder = PromptBuilder(tokenizer)
     prompts = [build_prompt(builder, tokenizer, p, args.format) for p in problems]
     stop_ids = list(builder.stop_ids)
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         # on the engine's model thread, as every torch op of an engine: loading or compiling on
         # this one gave it a second OpenMP team, and at 2 threads plain decoding ran at half speed
-        drafter = on_model_thread(load_drafter, path, engine.model, device="cpu", dtype=torch.float32)
+        drafter = on_model_thread(load_drafter, path, engine.model, device="cpu", dtype=engine.model.dtype)
         info = EngineInfo(engine="torch", model=args.model, device="cpu", draft=path)
         engines[name] = on_model_thread(TorchEngine, engine.model, tokenizer, info, drafter,
                                         compile_steps=args.compile)
