@@ -46,7 +46,7 @@ def daemon_address(model: str) -> str:
     old = os.environ.get("XDG_RUNTIME_DIR")
     os.environ["XDG_RUNTIME_DIR"] = RUN_DIR
     try:
-        return str(socket_path("torch", model, None, None, None))
+        return str(socket_path("torch", model, None, None, None, "float32"))   # SERVER_CMD's precision
     finally:
         if old is None:
             del os.environ["XDG_RUNTIME_DIR"]
