@@ -6,11 +6,11 @@ from completion.evaluation import latency_bench
 from completion.evaluation.latency_bench import STAGES
 
 
-def test_bench_runs_and_writes_json(tmp_path, tiny_model_dir, capsys):
+def test_bench_runs_and_writes_json(tmp_path, capsys):
     out = tmp_path / "latency.json"
     rc = latency_bench.main(["--requests", "3", "--files-per-language", "1", "--languages", "python,c",
                              "--max-tokens", "4", "--warmup", "1", "--target-requests", "2", "--trials", "2",
-                             "--out", str(out)])
+                             "--model", "pocket", "--out", str(out)])
     assert rc == 0
     report = json.loads(out.read_text())
     assert {"machine", "engine", "config", "files", "summary", "targets", "requests", "png"} <= report.keys()

@@ -37,7 +37,8 @@ def test_sessions_are_whole_lines_that_start_after_indentation(tmp_path):
 def test_short_replay_before_and_after(tmp_path, capsys):
     """The real server, two tiny sessions per mode: the figures exist and add up."""
     out = tmp_path / "session.json"
-    assert sb.main(["--sessions", "2", "--chars", "24", "--max-tokens", "16", "--out", str(out)]) == 0
+    assert sb.main(["--sessions", "2", "--chars", "24", "--max-tokens", "16", "--model", "pocket",
+                    "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     for mode in ("before", "after"):
         r = result[mode]
