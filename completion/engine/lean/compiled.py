@@ -16,7 +16,7 @@ import time
 import torch
 
 from .model import LeanModel
-from .weights import Int4Weight, Int8Weight, LeanWeights
+from .weights import Int4Weight, Int8Weight, LeanWeights, PackedWeight
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +45,19 @@ SPARE_ROWS = 1
 
 
 def weight_tensors(w: LeanWeights):
-    """Every tensor the model's weights hold (the ones compile_dynamic keeps static)."""
-    for item in [w.embed, w.norm, w.lm_head] + [getattr(layer, f.name) for layer in w.layers
-                                                 for f in dataclasses.fields(layer)]:
-        if isinstance(item, (Int8Weight, Int4Weight)):
-            yield from (t for t in vars(item).values() if isinstance(t, torch.Tensor))
-        elif item is not None:
+    """Every tensor the model's weights hold (the ones compile_dynamic keeps static). Packed
+    matrices are left out: compiled graphs run on their plain copy (see model.linear)."""
+    def tensors(item):
+        if isinstance(item, (Int8Weight, Int4Weight, PackedWeight)):
+            for value in vars(item).values():
+                yield from tensors(value)
+        elif isinstance(item, torch.Tensor) and not item.is_mkldnn:
             yield item
             if item._base is not None:   # a column-major weight's contiguous buffer
                 yield item._base
+    for item in [w.embed, w.norm, w.lm_head] + [getattr(layer, f.name) for layer in w.layers
+                                                 for f in dataclasses.fields(layer)]:
+        yield from tensors(item)
 
 
 class CompiledSteps:

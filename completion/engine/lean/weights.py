@@ -24,11 +24,48 @@ from torch import nn
 
 from .config import LeanConfig
 
+PACK_ROWS = 128   # the row count oneDNN lays packed weights out for: a prefill chunk (target.PREFILL_CHUNK)
+
+
+@dataclass
+class PackedWeight:
+    """A bf16 weight also held in oneDNN's blocked layout, packed once at load. torch's bf16
+    `linear` on a CPU hands oneDNN the plain [N, K] matrix, which re-lays it out for the matrix
+    units on every call: for a 128-row prefill chunk that copy costs about as much as the product
+    (Qwen2.5-Coder-0.5B's gate|up, 2 threads: 2.5 ms plain, 1.55 packed), and for a few rows it is
+    the slower path too (5 rows: 1.25 vs 0.78 ms). Rows of 1 to 32 get the bits one row gets
+    alone (and that `mv` gets), so verification rows still equal decode steps. The cost is memory:
+    a second copy of every packed matrix (the plain one stays, the Hugging Face model's own)."""
+    packed: torch.Tensor   # opaque mkldnn tensor
+    dense: torch.Tensor    # [N, K] the plain weight: torch.compile cannot take the packed one
+
+    @classmethod
+    def of(cls, w: torch.Tensor) -> "PackedWeight":
+        return cls(torch.ops.mkldnn._reorder_linear_weight(w, PACK_ROWS), w)
+
+    def mm(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+
+
+def can_pack(weights: "LeanWeights") -> bool:
+    return (weights.embed.dtype == torch.bfloat16 and weights.embed.device.type == "cpu"
+            and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def pack(weights: "LeanWeights") -> None:
+    """The dense projections as PackedWeight (lm_head stays plain: a prefill needs one row of it,
+    which `mv` computes as fast, and packing it would copy the largest matrix)."""
+    for w in weights.layers:
+        w.qkv, w.o = PackedWeight.of(w.qkv), PackedWeight.of(w.o)
+        if w.gate_up is not None:
+            w.gate_up, w.down = PackedWeight.of(w.gate_up), PackedWeight.of(w.down)
+
+
 # Rows up to which a quantized weight runs its own kernel. torch's weight-only int8/int4 CPU
 # kernels read fewer bytes, which wins while a product is bound by reading the weight (decode
 # steps, verifications), but they do not use the matrix units: at 128 rows (a prefill chunk) they
 # are ~10x slower than bf16 (Qwen2.5-Coder-0.5B's gate|up: 13-15 ms vs 1.5 ms). Longer inputs use
-# the bf16 weight the quantized one came from, which the Hugging Face model holds anyway. The
+# the bf16 weight the quantized one came from (packed when it was). The
 # bound covers every verification (model.ROW_BY_ROW_MAX rows), so each verification row still
 # gets the bits of the one-token step at its position.
 QUANTIZED_MAX_ROWS = 32
@@ -41,7 +78,7 @@ class Int8Weight:
     path is several times slower than f32 `linear`), so int8 runs with a bf16 model."""
     q: torch.Tensor       # [N, K] int8
     scale: torch.Tensor   # [N], the activations' dtype
-    dense: torch.Tensor   # [N, K] the bf16 weight it came from (see QUANTIZED_MAX_ROWS)
+    dense: torch.Tensor | PackedWeight   # the bf16 weight it came from (see QUANTIZED_MAX_ROWS)
 
     @classmethod
     def of(cls, w: torch.Tensor) -> "Int8Weight":
@@ -70,7 +107,7 @@ class Int4Weight:
     packed: torch.Tensor         # [N, K / 2] uint8, the kernel's own layout
     scales_zeros: torch.Tensor   # [K / group, N, 2] bf16
     group: int
-    dense: torch.Tensor          # [N, K] the bf16 weight it came from (see QUANTIZED_MAX_ROWS)
+    dense: torch.Tensor | PackedWeight   # the bf16 weight it came from (see QUANTIZED_MAX_ROWS)
 
     @classmethod
     def of(cls, w: torch.Tensor, group: int = INT4_GROUP) -> "Int4Weight":
@@ -133,7 +170,12 @@ def quantize(weights: LeanWeights, precision: str) -> None:
         raise ValueError(f"{precision} weights run with bf16 activations; this model is {weights.embed.dtype}")
     if weights.embed.device.type != "cpu":   # torch has these kernels for the CPU only (int4 CUDA packs differently)
         raise ValueError(f"{precision} weights are CPU-only here; this model is on {weights.embed.device}")
-    of = QUANTIZERS[precision]
+    def of(w):
+        if isinstance(w, PackedWeight):   # quantize the plain matrix; long inputs keep the packed one
+            q = QUANTIZERS[precision](w.dense)
+            q.dense = w
+            return q
+        return QUANTIZERS[precision](w)
     for w in weights.layers:
         w.qkv, w.o = of(w.qkv), of(w.o)
         if w.gate_up is not None:
