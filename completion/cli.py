@@ -31,6 +31,7 @@ TOOLS = {
     ("bench", "engine"): "completion.evaluation.daemon_bench:main",
     ("bench", "session"): "completion.evaluation.session_bench:main",
     ("bench", "floor"): "completion.evaluation.floor_bench:main",
+    ("bench", "forward"): "completion.evaluation.forward_speed:main",
     ("engine", "serve"): "completion.engine.daemon:main",
     ("eval", "acceptance"): "completion.evaluation.acceptance:main",
     ("eval", "infill"): "completion.evaluation.infill:main",

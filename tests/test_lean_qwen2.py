@@ -4,6 +4,7 @@ decode, verification, crop and prefix reuse; bf16 close; quantized weights close
 same greedy token at most positions; configurations it does not implement refused."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -255,3 +256,42 @@ def test_real_qwen2_5_coder_matches_hugging_face_in_bf16():
         assert (ref - ours).abs().max() < 0.05 * ref.abs().max()
         token = int(ref.argmax())
         ref, ours = reference.forward([token])[0][-1], lean.forward([token])[0][-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "int8", "int4"])
+def test_real_qwen2_5_coder_verification_rows_equal_decode_steps(precision):
+    """The real shapes (packed bf16 matrices, int8, int4): rows of a K = 4 / 7 / 18 verification
+    get the bits of one-token steps."""
+    from transformers import AutoModelForCausalLM
+
+    lean = LeanModel.from_hf(AutoModelForCausalLM.from_pretrained(real_model_dir(), dtype=torch.bfloat16).eval())
+    if precision != "bf16":
+        quantize(lean.w, precision)
+    prompt = torch.randint(0, 150000, (300,), generator=torch.Generator().manual_seed(0)).tolist()
+    drafts = torch.randint(0, 150000, (19,), generator=torch.Generator().manual_seed(1)).tolist()
+    one_by_one, together = LeanTargetRunner(lean), LeanTargetRunner(lean)
+    for runner in (one_by_one, together):
+        runner.forward(prompt, logits_to_keep=1)
+    steps = [one_by_one.forward([t], hidden_layers=(2, 12, 21)) for t in drafts]
+    for k in (5, 8, 19):
+        together.crop(len(prompt))
+        logits, aux = together.forward(drafts[:k], hidden_layers=(2, 12, 21))
+        assert torch.equal(logits, torch.cat([s[0] for s in steps[:k]]))
+        assert torch.equal(aux, torch.cat([s[1] for s in steps[:k]]))
+
+
+def test_bench_forward_prints_ratios_and_writes_json_and_png(tmp_path, capsys):
+    from completion.evaluation.forward_speed import main
+    from completion.models.tiny import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "qwen2", arch="qwen2", hidden_size=64)
+    assert main(["--model", str(model_dir), "--precisions", "bf16,int8", "--prompt-tokens", "150",
+                 "--new-tokens", "3", "--repeats", "1", "--threads", "1", "--out", str(tmp_path / "bench")]) == 0
+    printed = capsys.readouterr().out
+    assert "prefill 150" in printed and "int8" in printed
+    report = json.loads((tmp_path / "bench" / "forward.json").read_text())
+    assert [c["precision"] for c in report["comparisons"]] == ["bf16", "int8"]
+    assert {c["hf_precision"] for c in report["comparisons"]} == {"bf16"}   # HF has no int8: compared with bf16
+    assert all(c["prefill_speedup"] > 0 and c["decode_speedup"] > 0 for c in report["comparisons"])
+    assert (tmp_path / "bench" / "forward.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
