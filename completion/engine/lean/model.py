@@ -59,6 +59,17 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return torch.addcmul(x * cos, swapped, sin)
 
 
+def attend_one(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, length: int) -> torch.Tensor:
+    """One query's attention over cache rows [0, length): q [heads, D] -> [heads, D]. The query
+    heads that share a KV head go in as that head's rows (heads are KV-major, as Hugging Face's
+    repeat_kv orders them), which SDPA runs ~1.7x faster than one row with enable_gqa (Qwen2.5's
+    14 / 2 heads over 1k rows, 1 thread: 51 vs 87 us). Decode steps and verification rows both
+    come here, so they keep the same bits."""
+    kv_heads, d = k_cache.shape[0], q.shape[-1]
+    out = F.scaled_dot_product_attention(q.view(1, kv_heads, -1, d), k_cache[None, :, :length], v_cache[None, :, :length])
+    return out.view(-1, d)
+
+
 class LeanModel:
     def __init__(self, cfg: LeanConfig, weights: LeanWeights):
         self.cfg, self.w = cfg, weights
@@ -101,7 +112,10 @@ class LeanModel:
         cos, sin = cos_table[positions].unsqueeze(1), sin_table[positions].unsqueeze(1)
         mask = None
         if masked:   # causal with an offset: row i sees cache rows up to its own position
-            mask = torch.arange(attend_len, device=x.device)[None, :] <= positions[:, None]
+            # additive (0 / -inf) rather than boolean: SDPA turns a boolean mask into this in every
+            # layer; built once, the same bits come out ~5% faster (1k-token prefill, 128-row chunks)
+            unseen = torch.arange(attend_len, device=x.device)[None, :] > positions[:, None]
+            mask = torch.zeros(unseen.shape, dtype=x.dtype, device=x.device).masked_fill_(unseen, float("-inf"))
         # references to the residual stream, no copies until the one cat below. Matched by
         # comparison, not looked up by key: a compiled graph sees the layer numbers as symbolic
         # ints, and a dict keyed by them raised KeyError there (dynamo then skipped the whole graph)
@@ -132,12 +146,15 @@ class LeanModel:
         # cache layout [kv_heads, T, D]: the rows one attention reads are a plain slice
         k_cache.index_copy_(1, positions, k.transpose(0, 1))
         v_cache.index_copy_(1, positions, v.transpose(0, 1))
-        if mask is not None and x.dtype != torch.float32 and n <= ROW_BY_ROW_MAX:
+        if mask is None:   # one token at the end: it sees every row
+            out = attend_one(q[0], k_cache, v_cache, attend_len)[None]
+        elif x.dtype != torch.float32 and n <= ROW_BY_ROW_MAX:
             out = self.attend_row_by_row(q, k_cache, v_cache, attend_len)
         else:
             out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k_cache[None, :, :attend_len],
-                                                 v_cache[None, :, :attend_len], attn_mask=mask, enable_gqa=True)
-        return linear(out[0].transpose(0, 1).reshape(n, cfg.q_size), w.o, w.o_bias)
+                                                 v_cache[None, :, :attend_len], attn_mask=mask,
+                                                 enable_gqa=True)[0].transpose(0, 1)
+        return linear(out.reshape(n, cfg.q_size), w.o, w.o_bias)
 
     @staticmethod
     def attend_row_by_row(q, k_cache, v_cache, attend_len: int) -> torch.Tensor:
@@ -149,10 +166,7 @@ class LeanModel:
         measured (eval acceptance, engines bench), and one-row projections round differently anyway."""
         n = q.shape[0]
         first = attend_len - n
-        return torch.cat([F.scaled_dot_product_attention(q[i:i + 1].transpose(0, 1)[None],
-                                                         k_cache[None, :, :first + i + 1],
-                                                         v_cache[None, :, :first + i + 1], enable_gqa=True)
-                          for i in range(n)], dim=2)
+        return torch.stack([attend_one(q[i], k_cache, v_cache, first + i + 1) for i in range(n)])
 
     @staticmethod
     def mlp(x, w: LayerWeights):
