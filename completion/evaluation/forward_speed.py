@@ -54,6 +54,7 @@ def time_verify(runner, prompt: list[int], rows: int, reps: int = 30) -> float:
     for _ in range(reps):
         t0 = time.perf_counter()
         runner.forward(prompt[:rows])
+        synchronize()
         best = min(best, (time.perf_counter() - t0) * 1e3)
         runner.crop(base)
     return best
@@ -113,12 +114,19 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def synchronize() -> None:
+    """Wait for queued GPU work, so a timer stops when the work is done (a no-op on a CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def engine_run(runner, prompt: list[int], new_tokens: int) -> dict:
     """One fresh-cache run as the engine does it: chunked prefill, then greedy decode steps."""
     from completion.engine.target import prefill
 
     t0 = time.perf_counter()
     logits, _ = prefill(runner, prompt)
+    synchronize()
     prefill_ms = (time.perf_counter() - t0) * 1e3
     tokens = [int(logits.argmax())]
     t0 = time.perf_counter()
@@ -128,9 +136,12 @@ def engine_run(runner, prompt: list[int], new_tokens: int) -> dict:
     return {"prefill_ms": prefill_ms, "decode_ms": (time.perf_counter() - t0) * 1e3 / new_tokens, "tokens": tokens}
 
 
+DEVICE = "cpu"   # set by --device
+
+
 def load(path: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(DEVICE).eval()
 
 
 def lean_model(path: str, precision: str):
@@ -253,6 +264,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--prompt-tokens", type=int, default=1024)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda (int8/int4 are CPU-only)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per figure (best of)")
     ap.add_argument("--out", type=Path, default=Path("out/bench/forward"))
     args = ap.parse_args(argv)
@@ -270,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     from .latency_bench import machine_info
 
     args = parse_args(argv)
+    global DEVICE
+    DEVICE = args.device
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     path = resolve_model(args.model)
@@ -283,14 +297,14 @@ def main(argv: list[str] | None = None) -> int:
     machine = dict(machine_info(), threads=args.threads, load_average=os.getloadavg())
     print(f"model {args.model} ({path}); prompt {args.prompt_tokens} tokens of stdlib source, prefilled in "
           f"engine chunks; {args.new_tokens} greedy steps; best of {args.repeats}")
-    print(f"{machine['cpu']}, {args.threads} threads, load average {machine['load_average'][0]:.2f}; "
+    print(f"{machine['cpu']}, {args.device}, {args.threads} threads, load average {machine['load_average'][0]:.2f}; "
           "x = HF ms / lean ms; agree = lean greedy tokens equal to HF's")
     print(table(comparisons, args.prompt_tokens))
 
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"config": {"model": args.model, "path": path, "precisions": args.precisions,
                          "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
-                         "repeats": args.repeats, "threads": args.threads},
+                         "repeats": args.repeats, "threads": args.threads, "device": args.device},
               "machine": machine, "rows": rows, "comparisons": comparisons}
     (args.out / "forward.json").write_text(json.dumps(report, indent=1) + "\n")
     write_png(args.out / "forward.png", comparisons, args.prompt_tokens)

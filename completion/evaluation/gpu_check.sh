@@ -29,6 +29,11 @@ pack() {
     PYTHONPATH="$check" .venv/bin/python -c "from transformers import (AutoModelForCausalLM, DynamicCache,
 Qwen2Config, Qwen2ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)"
     rm -rf "$check"
+    # the default model's tokenizer (bench forward cuts its prompt with it); its weights stay here
+    mkdir -p "$G/tokenizer"
+    local model
+    model=$(.venv/bin/python -c "from completion.models import resolve_model; print(resolve_model(None))")
+    cp "$model"/tokenizer.json "$model"/tokenizer_config.json "$G/tokenizer/"
     du -sh "$G"
 }
 
@@ -52,6 +57,7 @@ for layer in model.model.layers:   # random, not zero, biases: the comparison mu
         torch.nn.init.normal_(proj.bias, std=0.5)
 model.save_pretrained(sys.argv[1])
 EOF
+    cp "$G"/tokenizer/* "$w/q05-shape/"
     timeout 120 $e bench forward --model "$w/q05-shape" --device cuda --precisions bf16 --threads 8 \
         --out "$OUT/forward-cuda" || echo "step 1 failed or timed out"
 
