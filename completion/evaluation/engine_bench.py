@@ -52,16 +52,20 @@ def log(message: str) -> None:
 
 
 def source_prompts(tokenizer_dir: Path, lengths: list[int]) -> dict[int, list[int]]:
-    """The first `length` tokens of real Python source (document text: special tokens not parsed)."""
-    from transformers import AutoTokenizer
+    """The first `length` tokens of real Python source (document text: special tokens not parsed).
+    The tokenizers library reads tokenizer.json directly: AutoTokenizer would import model modules
+    (a stripped transformers, as the GPU check carries, lacks most of them)."""
+    from tokenizers import Tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     ids: list[int] = []
     for name in PROMPT_FILES:
         if len(ids) >= max(lengths):
             break
-        ids += tokenizer.encode((stdlib / name).read_text(), add_special_tokens=False, split_special_tokens=True)
+        text = (stdlib / name).read_text()
+        assert "<|" not in text, f"{name} holds special-token text"   # which encode() would parse
+        ids += tokenizer.encode(text, add_special_tokens=False).ids
     if len(ids) < max(lengths):
         raise SystemExit(f"only {len(ids)} tokens of prompt text for a {max(lengths)}-token prompt")
     return {n: ids[:n] for n in lengths}

@@ -21,6 +21,7 @@ import argparse
 import gc
 import json
 import os
+import platform
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -279,7 +280,6 @@ def main(argv: list[str] | None = None) -> int:
     from completion.models import resolve_model
 
     from .engine_bench import source_prompts
-    from .latency_bench import machine_info
 
     args = parse_args(argv)
     global DEVICE
@@ -294,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         return measure(path, args.precisions, prompt, args.new_tokens, args.repeats)
     rows = on_model_thread(bench)
     comparisons = compare(rows)
-    machine = dict(machine_info(), threads=args.threads, load_average=os.getloadavg())
+    machine = dict(cpu=platform.processor() or platform.machine(), threads=args.threads,
+                   load_average=os.getloadavg())
     print(f"model {args.model} ({path}); prompt {args.prompt_tokens} tokens of stdlib source, prefilled in "
           f"engine chunks; {args.new_tokens} greedy steps; best of {args.repeats}")
     print(f"{machine['cpu']}, {args.device}, {args.threads} threads, load average {machine['load_average'][0]:.2f}; "
