@@ -32,8 +32,9 @@ class PackedWeight:
     """A bf16 weight also held in oneDNN's blocked layout, packed once at load. torch's bf16
     `linear` on a CPU hands oneDNN the plain [N, K] matrix, which re-lays it out for the matrix
     units on every call: for a 128-row prefill chunk that copy costs about as much as the product
-    (Qwen2.5-Coder-0.5B's gate|up, 2 threads: 2.5 ms plain, 1.55 packed), and for a few rows it is
-    the slower path too (5 rows: 1.25 vs 0.78 ms). Rows of 1 to 32 get the bits one row gets
+    (Qwen2.5-Coder-0.5B's gate|up, 24 distinct copies so none is cached, 1 thread: 5.8 ms plain,
+    2.8 packed), and for a few rows it is the slower path too (5 rows 2.4 vs 1.6 ms; one row 2.2
+    vs 1.55, `mv` 1.6). Rows of 1 to 32 get the bits one row gets
     alone (and that `mv` gets), so verification rows still equal decode steps. The cost is memory:
     a second copy of every packed matrix (the plain one stays, the Hugging Face model's own)."""
     packed: torch.Tensor   # opaque mkldnn tensor
