@@ -52,6 +52,20 @@ def test_impl_and_compile_settings_in_cli_and_server():
     cfg, problems = ServerConfig().merged({"eyas": {"compile": True}})
     assert cfg.compile and not problems and cfg.needs_reload(ServerConfig())
     assert ServerConfig().merged({"compile": "yes"})[1]
+    cfg, problems = ServerConfig().merged({"eyas": {"precision": "int4"}})
+    assert cfg.precision == "int4" and not problems and cfg.needs_reload(ServerConfig())
+    assert "unknown precision 'int2'" in ServerConfig().merged({"precision": "int2"})[1][0]
+    with pytest.raises(SystemExit):
+        main(["complete", "--precision", "int2", "x.py"])
+
+
+def test_precision_auto_is_measured_per_device():
+    from completion.engine.torch_engine import CPU_AUTO_PRECISION, resolve_precision
+    assert resolve_precision("auto", "cpu") == CPU_AUTO_PRECISION == "int8"   # docs/qwen2.5-coder-0.5b.md
+    assert resolve_precision("auto", "cuda") == "bf16" and resolve_precision(None, "cuda:1") == "bf16"
+    assert resolve_precision(None, "cpu") == "float32" and resolve_precision("int4", "cpu") == "int4"
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision("fp8", "cpu")
 
 
 def test_compiled_steps_equal_eager():
