@@ -12,7 +12,8 @@ import torch
 
 from completion.engine.lean import LeanModel, LeanTargetRunner, lean_model_for, unsupported_reason
 from completion.engine.lean.model import linear
-from completion.engine.lean.weights import (QUANTIZED_MAX_ROWS, Int4Weight, Int8Weight, LeanWeights, quantize)
+from completion.engine.lean.weights import (QUANTIZED_MAX_ROWS, Int4Weight, Int8Weight, LeanWeights, PackedWeight,
+                                             quantize)
 from completion.engine.target import TargetRunner, prefill
 from completion.models.tiny import tiny_model
 
@@ -76,11 +77,17 @@ def test_bf16_is_close_to_hugging_face_bf16(kind):
     assert (ref.argmax(-1) == ours.argmax(-1)).float().mean() > 0.95
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8", "int4"])
-def test_verification_rows_equal_decode_steps_bit_for_bit(precision):
-    """Lossless speculative decoding rests on this below float32, biases and int4 included."""
-    lean = lean_model_for(tiny_model(arch="qwen2", num_layers=2, hidden_size=128, vocab_size=VOCAB).to(torch.bfloat16))
-    if precision != "bf16":
+@pytest.mark.parametrize("precision", ["bf16", "bf16-unpacked", "int8", "int4"])
+def test_verification_rows_equal_decode_steps_bit_for_bit(precision, monkeypatch):
+    """Lossless speculative decoding rests on this below float32, biases and int4 included, and
+    with plain bf16 matrices too (CPUs without oneDNN's bf16 get no PackedWeight)."""
+    import completion.engine.lean.model as lean_module
+
+    if precision == "bf16-unpacked":
+        monkeypatch.setattr(lean_module, "can_pack", lambda weights: False)
+    lean = LeanModel.from_hf(tiny_model(arch="qwen2", num_layers=2, hidden_size=128, vocab_size=VOCAB).to(torch.bfloat16))
+    assert isinstance(lean.w.layers[0].qkv, PackedWeight) == (precision != "bf16-unpacked")
+    if precision in ("int8", "int4"):
         quantize(lean.w, precision)
     prompt, drafts = tokens(37), tokens(11, seed=1)
     one_by_one, together = LeanTargetRunner(lean), LeanTargetRunner(lean)

@@ -24,22 +24,25 @@ assert ROW_BY_ROW_MAX <= QUANTIZED_MAX_ROWS   # verification rows must run the d
 
 
 def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ w.T + bias for every kind of weight the lean model holds. Below float32 a row's bits
+    must not depend on how many rows come with it (verification rows equal decode steps): the
+    quantized and packed kernels keep that up to QUANTIZED_MAX_ROWS rows, and the plain bf16 path
+    adds the bias apart, so that one row (mv) and several (GEMM) round alike."""
     if isinstance(w, (Int8Weight, Int4Weight)):
-        if x.shape[0] > QUANTIZED_MAX_ROWS:
-            w = w.dense
-        else:
+        if x.shape[0] <= QUANTIZED_MAX_ROWS:
             out = w.mm(x.contiguous())
             return out if bias is None else out + bias
+        w = w.dense
     if isinstance(w, PackedWeight):
         if not torch.compiler.is_compiling():   # inductor cannot lower the packed op
             return w.mm(x, bias)
         w = w.dense
-    if x.shape[0] == 1 and x.dtype == torch.bfloat16 and x.device.type == "cpu":
-        # one row: torch's bf16 GEMM takes a slow path for it where GEMV (mv) streams the weight
-        # at full speed, with the same bits (lm_head of Qwen2.5-Coder-0.5B: 15.7 vs 10.9 ms)
-        out = torch.mv(w, x[0])[None]
-        return out if bias is None else out + bias
-    return F.linear(x, w, bias)
+    if x.dtype == torch.float32 or x.device.type != "cpu":
+        return F.linear(x, w, bias)
+    # one row: torch's bf16 GEMM takes a slow path for it where GEMV (mv) streams the weight at
+    # full speed, with the same bits (lm_head of Qwen2.5-Coder-0.5B, 2 threads: 15.7 vs 10.9 ms)
+    out = torch.mv(w, x[0])[None] if x.shape[0] == 1 else F.linear(x, w)
+    return out if bias is None else out + bias
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
