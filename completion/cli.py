@@ -46,14 +46,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     from completion.engine import PRECISIONS
     p.add_argument("--engine", default="torch",
                    help="torch (in this process, default) | daemon (shared, started on demand) | vllm | openai")
-    p.add_argument("--model", default=None, help="a model name (`eyas models`), directory, .gguf file or hub id (default: qwen2.5-coder-0.5b)")
+    p.add_argument("--model", default=None, help="a model name (`eyas models`), directory, .gguf file or hub id "
+                                                 "(default: qwen2.5-coder-0.5b)")
     p.add_argument("--draft", default=None,
                    help="P-EAGLE drafter directory or hub id; 'embedded': the drafter shipped with the "
                         "model (pocket's; default: none)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="torch engine: float32, bf16, or weight-only int8 / int4 (lean forward); "
-                        "auto: bf16 on a GPU, the measured best on a CPU (default)")
+                        "auto (default): bf16 on a GPU, int8 on a CPU (measured: docs/qwen2.5-coder-0.5b.md)")
     p.add_argument("--impl", choices=("lean", "hf"), default=None,
                    help="torch engine forward: lean (ours, static KV cache) or hf (Hugging Face, the reference); "
                         "default: lean where it supports the model")
@@ -116,7 +117,8 @@ async def _complete(args) -> int:
     again = await completer.complete(uri, cursor, repo=path.resolve().parent.name, **overrides)
     info = engine.info
     if args.json:
-        print(json.dumps({"model": info.model, "completion": done.text, "raw": done.raw_text, "multiline": done.multiline,
+        print(json.dumps({"model": info.model, "completion": done.text, "raw": done.raw_text,
+                          "multiline": done.multiline,
                           "timings_ms": done.timings_ms, "stats": done.stats.to_dict(),
                           "repeat_timings_ms": again.timings_ms,
                           "engine": info.__dict__}, indent=2))
@@ -180,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         from lsp_server.config import ServerConfig
         from lsp_server.server import serve
         serve(ServerConfig(engine=args.engine, model=args.model, draft=args.draft, device=args.device,
-                           impl=args.impl, precision=args.precision, compile=args.compile, max_tokens=args.max_tokens, url=args.url,
-                           api_key_env=args.api_key_env), tcp_port=args.port if args.tcp else None)
+                           impl=args.impl, precision=args.precision, compile=args.compile,
+                           max_tokens=args.max_tokens, url=args.url, api_key_env=args.api_key_env), tcp_port=args.port if args.tcp else None)
         return 0
     if args.command == "complete":
         return asyncio.run(_complete(args))

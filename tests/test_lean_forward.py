@@ -102,11 +102,11 @@ def test_verification_rows_equal_decode_steps_bit_for_bit_below_float32(kind, pr
     """Lossless speculative decoding below float32 rests on this: each row of a K+1-token
     verification forward gets exactly the logits and aux states that plain decoding computes
     one token at a time. (Batched SDPA rounds differently from one query in bf16.)"""
-    from completion.engine.lean.weights import quantize_int8
+    from completion.engine.lean.weights import quantize
 
     lean = lean_model_for(model(kind).to(torch.bfloat16))
     if precision == "int8":
-        quantize_int8(lean.w)
+        quantize(lean.w, "int8")
     prompt, drafts = tokens(37), tokens(11, seed=1)
     one_by_one, together = LeanTargetRunner(lean), LeanTargetRunner(lean)
     for runner in (one_by_one, together):

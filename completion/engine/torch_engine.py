@@ -25,9 +25,10 @@ from typing import AsyncIterator, Protocol
 
 import torch
 
+from completion.models import DEFAULT_MODEL, read_metadata, resolve_draft, resolve_model
+
 from . import PRECISIONS
 from .base import Chunk, EngineInfo, GenerationParams, Stats
-from completion.models import DEFAULT_MODEL, read_metadata, resolve_draft, resolve_model
 from .sampling import sample
 from .target import PrefillStopped, TargetRunner, prefill
 

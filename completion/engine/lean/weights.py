@@ -185,10 +185,6 @@ def quantize(weights: LeanWeights, precision: str) -> None:
     weights.quantized = precision
 
 
-def quantize_int8(weights: LeanWeights) -> None:
-    quantize(weights, "int8")
-
-
 def column_major(linear: nn.Linear) -> torch.Tensor:
     """Re-store the linear's weight column-major (see above) and return it."""
     linear.weight.data = linear.weight.detach().t().contiguous().t()
