@@ -99,6 +99,15 @@ def test_verification_rows_equal_decode_steps_bit_for_bit(precision, monkeypatch
     assert torch.equal(aux, torch.cat([s[1] for s in steps]))
 
 
+def test_packed_bf16_runs_eager_not_compiled():
+    """Compiled graphs could only run the plain copies of packed matrices, slower than eager."""
+    from completion.engine.lean.compiled import CompiledSteps
+
+    lean = LeanModel.from_hf(tiny_model(arch="qwen2", num_layers=1, hidden_size=64, vocab_size=VOCAB).to(torch.bfloat16))
+    compiled = CompiledSteps(lean)
+    assert not compiled.warm_up() and not compiled.handles(1, ())
+
+
 def test_quantized_linear_is_close_to_bf16():
     """Relative error of the product, expected from rounding to steps of range / levels (error
     std step / sqrt(12)): int8 (a row's 512 Gaussians span ~6.4 sigma, 254 levels) ~0.7%, int4
