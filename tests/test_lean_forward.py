@@ -107,11 +107,16 @@ def test_verification_rows_equal_decode_steps_bit_for_bit_below_float32(kind, pr
     lean = lean_model_for(model(kind).to(torch.bfloat16))
     if precision == "int8":
         quantize(lean.w, "int8")
-    prompt, drafts = tokens(37), tokens(11, seed=1)
+    assert_rows_equal_steps(lean, tokens(37), tokens(11, seed=1), hidden_layers=(1, 2))
+
+
+def assert_rows_equal_steps(lean, prompt: list[int], drafts: list[int], hidden_layers: tuple[int, ...]) -> None:
+    """After `prompt`, one forward over `drafts` (a verification) gives bit for bit the logits and
+    aux states of feeding them one token at a time (decode steps)."""
     one_by_one, together = LeanTargetRunner(lean), LeanTargetRunner(lean)
     for runner in (one_by_one, together):
         runner.forward(prompt, logits_to_keep=1)
-    steps = [one_by_one.forward([t], hidden_layers=(1, 2)) for t in drafts]
-    logits, aux = together.forward(drafts, hidden_layers=(1, 2))
+    steps = [one_by_one.forward([t], hidden_layers=hidden_layers) for t in drafts]
+    logits, aux = together.forward(drafts, hidden_layers=hidden_layers)
     assert torch.equal(logits, torch.cat([s[0] for s in steps]))
     assert torch.equal(aux, torch.cat([s[1] for s in steps]))

@@ -16,6 +16,7 @@ from completion.engine.lean.weights import (QUANTIZED_MAX_ROWS, Int4Weight, Int8
                                              quantize)
 from completion.engine.target import TargetRunner, prefill
 from completion.models.tiny import tiny_model
+from test_lean_forward import assert_rows_equal_steps
 
 TOLERANCE = 1e-4
 VOCAB = 4096
@@ -89,14 +90,7 @@ def test_verification_rows_equal_decode_steps_bit_for_bit(precision, monkeypatch
     assert isinstance(lean.w.layers[0].qkv, PackedWeight) == (precision != "bf16-unpacked")
     if precision in ("int8", "int4"):
         quantize(lean.w, precision)
-    prompt, drafts = tokens(37), tokens(11, seed=1)
-    one_by_one, together = LeanTargetRunner(lean), LeanTargetRunner(lean)
-    for runner in (one_by_one, together):
-        runner.forward(prompt, logits_to_keep=1)
-    steps = [one_by_one.forward([t], hidden_layers=(0, 1)) for t in drafts]
-    logits, aux = together.forward(drafts, hidden_layers=(0, 1))
-    assert torch.equal(logits, torch.cat([s[0] for s in steps]))
-    assert torch.equal(aux, torch.cat([s[1] for s in steps]))
+    assert_rows_equal_steps(lean, tokens(37), tokens(11, seed=1), hidden_layers=(0, 1))
 
 
 def test_packed_bf16_runs_eager_not_compiled():

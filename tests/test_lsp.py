@@ -209,33 +209,31 @@ async def test_utf8_negotiation_and_completion_fallback(utf8_client):
         assert item.text_edit.range.start == t.Position(1, 4)
 
 
-async def test_model_switch_failure_is_reported_not_frozen(client):
-    """Runs last in this module: it reloads the model twice."""
-    uri = "file:///ws/switch.py"
-    open_doc(client, uri, SOURCE)
-    client.workspace_did_change_configuration(t.DidChangeConfigurationParams(
-        settings={"eyas": {"model": "/nonexistent/model-dir"}}))
+async def switch_model(client, model: str) -> dict:
+    """Change the model setting; the status once the reload has ended."""
+    client.workspace_did_change_configuration(t.DidChangeConfigurationParams(settings={"eyas": {"model": model}}))
     for _ in range(100):
         st = await status(client)
         if st["state"] != "loading":
             break
         await asyncio.sleep(0.1)
+    return st
+
+
+async def test_model_switch_failure_is_reported_not_frozen(client):
+    """Runs last in this module: it reloads the model three times."""
+    uri = "file:///ws/switch.py"
+    open_doc(client, uri, SOURCE)
+    st = await switch_model(client, "/nonexistent/model-dir")
     assert st["state"] == "failed" and "nonexistent" in st["error"]
     with pytest.raises(JsonRpcException, match="engine is unavailable"):
         await inline(client, uri, 4, 4)
     # an unknown name: the user is told what the names are, in a message, and the server keeps serving
-    client.workspace_did_change_configuration(t.DidChangeConfigurationParams(
-        settings={"eyas": {"model": "qwen9-coder"}}))
-    for _ in range(100):
-        st = await status(client)
-        if st["state"] != "loading":
-            break
-        await asyncio.sleep(0.1)
+    st = await switch_model(client, "qwen9-coder")
     assert st["state"] == "failed" and "unknown model 'qwen9-coder'" in st["error"]
     assert any("qwen9-coder" in m.message and "qwen2.5-coder-0.5b" in m.message and m.type == t.MessageType.Error
                for m in client.messages)
-    client.workspace_did_change_configuration(t.DidChangeConfigurationParams(
-        settings={"eyas": {"model": "pocket"}}))
+    await switch_model(client, "pocket")
     await inline(client, uri, 4, 4)
     assert (await status(client))["state"] == "ready"
 

@@ -207,11 +207,7 @@ def fuse_rows(linears: list[nn.Linear], cm: bool) -> torch.Tensor:
         fused = torch.cat([lin.weight.detach().t() for lin in linears], dim=1).contiguous().t()
     else:
         fused = torch.cat([lin.weight.detach() for lin in linears])
-    start = 0
-    for lin in linears:
-        rows = lin.weight.shape[0]
-        lin.weight.data = fused[start:start + rows]
-        start += rows
+    share_rows(fused, [lin.weight for lin in linears])
     return fused
 
 
@@ -220,12 +216,17 @@ def fuse_biases(linears: list[nn.Linear]) -> torch.Tensor | None:
     if all(lin.bias is None for lin in linears):
         return None
     fused = torch.cat([lin.bias.detach() for lin in linears])
-    start = 0
-    for lin in linears:
-        rows = lin.bias.shape[0]
-        lin.bias.data = fused[start:start + rows]
-        start += rows
+    share_rows(fused, [lin.bias for lin in linears])
     return fused
+
+
+def share_rows(fused: torch.Tensor, params: list[nn.Parameter]) -> None:
+    """Make each parameter a view of its consecutive rows of `fused`: nothing is held twice."""
+    start = 0
+    for param in params:
+        rows = param.shape[0]
+        param.data = fused[start:start + rows]
+        start += rows
 
 
 def weights_from_hf(hf_model, cfg: LeanConfig) -> LeanWeights:
