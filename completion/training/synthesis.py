@@ -151,6 +151,14 @@ def corpus_source(data_dir: Path, tokenizer_json: Path, fim_rate: float) -> Prom
 # The target's greedy continuations and states
 # ---------------------------------------------------------------------------------------------------
 
+def greedy_labels(lm_head, states: torch.Tensor, rows: int = 512) -> torch.Tensor:
+    """argmax of lm_head(states) [B, T], a few hundred rows at a time and in the model's dtype: a
+    prefill's full logits ([32 x 256 prompts, 152k] for a Qwen Coder) would take gigabytes, and
+    copying them to float32 cost more than the forward (the argmax of bf16 logits is the same)."""
+    flat = states.reshape(-1, states.shape[-1])
+    return torch.cat([lm_head(flat[i:i + rows]).argmax(-1) for i in range(0, len(flat), rows)]).view(states.shape[:-1])
+
+
 @torch.inference_mode()
 def generate_batch(model, prompts: list[list[int]], new_tokens: int, aux_layer_ids: tuple[int, ...],
                    stop_ids: set[int]) -> list[dict]:
@@ -173,8 +181,7 @@ def generate_batch(model, prompts: list[list[int]], new_tokens: int, aux_layer_i
         hs = out.hidden_states
         aux.append(torch.cat([hs[i] for i in aux_layer_ids], dim=-1).to(torch.bfloat16).cpu())
         final.append(out.last_hidden_state.to(torch.bfloat16).cpu())
-        logits = lm_head(out.last_hidden_state).float()
-        lab = logits.argmax(-1)
+        lab = greedy_labels(lm_head, out.last_hidden_state)
         labels.append(lab.cpu())
         if step == new_tokens:
             break
@@ -189,7 +196,7 @@ def generate_batch(model, prompts: list[list[int]], new_tokens: int, aux_layer_i
             hs = out.hidden_states
             aux.append(torch.cat([hs[i] for i in aux_layer_ids], dim=-1).to(torch.bfloat16).cpu())
             final.append(out.last_hidden_state.to(torch.bfloat16).cpu())
-            labels.append(lm_head(out.last_hidden_state).float().argmax(-1).cpu())
+            labels.append(greedy_labels(lm_head, out.last_hidden_state).cpu())
             break
         x = nxt
     ids_t = torch.cat([t.cpu() for t in ids], dim=1)
@@ -365,24 +372,32 @@ def synthesize(model, source: PromptSource, out_dir: Path, cfg: SynthConfig, *, 
     return manifest
 
 
-def load_target(target_dir: str, device: str | None = None):
+def load_target(target_dir: str, device: str | None = None, dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForCausalLM
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return AutoModelForCausalLM.from_pretrained(target_dir, dtype=torch.float32).to(device).eval()
+    return AutoModelForCausalLM.from_pretrained(target_dir, dtype=dtype).to(device).eval()
 
 
 def main(argv: list[str] | None = None) -> int:
+    from completion.models import resolve_model
     from completion.speculative.config import distinct_aux_layer_ids
 
     ap = argparse.ArgumentParser(prog="eyas train synth", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--target", default=str(REPO_ROOT / "completion/models/pocket/target"))
+    ap.add_argument("--target", default="pocket", help="model name (eyas models) or directory")
+    ap.add_argument("--source", default="pocket", choices=("pocket", "code"),
+                    help="prompts from the pocket corpus (--data) or from real code on this machine "
+                         "(completion/training/code_sources.py)")
     ap.add_argument("--data", default=str(REPO_ROOT / "out/pocket"), help="pre-tokenized pocket corpus")
+    ap.add_argument("--files", type=int, default=6000, help="--source code: source files drawn")
+    ap.add_argument("--heldout", action="store_true", help="--source code: prompts from the held-out files")
     ap.add_argument("--out", default=str(REPO_ROOT / "out/pocket/synth"))
     ap.add_argument("--log", default=None, help="progress log (default: <out>/synth.log)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                    help="the target's dtype (bfloat16: the stored states as a bf16 engine computes them)")
     ap.add_argument("--part", default=None, metavar="I/N", help="only shards with index %% N == I (parallel runs)")
     d = SynthConfig()
     for f in ("samples", "shard_size", "batch", "min_context", "max_context", "new_tokens", "fim_rate", "seed"):
@@ -394,16 +409,27 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = Path(args.log) if args.log else out / "synth.log"
-    model = load_target(args.target, args.device)
+    target = Path(resolve_model(args.target))
+    model = load_target(str(target), args.device, getattr(torch, args.dtype))
     aux = distinct_aux_layer_ids(model.config.num_hidden_layers)
-    source = corpus_source(Path(args.data), Path(args.target) / "tokenizer.json", cfg.fim_rate)
+    if args.source == "code":
+        from .code_sources import code_source
+        source = code_source(target / "tokenizer.json", cfg.fim_rate, files=args.files, heldout=args.heldout,
+                             seed=cfg.seed)
+    else:
+        source = corpus_source(Path(args.data), target / "tokenizer.json", cfg.fim_rate)
     stop = {source.special[ENDOFTEXT]}
     shard_filter = None
     if args.part:
         i, n = map(int, args.part.split("/"))
         shard_filter = lambda k: k % n == i      # noqa: E731
+    tokens_per_sample = (cfg.min_context + cfg.max_context) / 2 + cfg.new_tokens
+    width = len(aux) * model.config.hidden_size + model.config.hidden_size
+    log_line(log, f"target {args.target} ({args.dtype}), source {args.source}: at most ~{cfg.samples * tokens_per_sample / 1e6:.2f}M "
+                  f"tokens, ~{cfg.samples * tokens_per_sample * 2 * width / 1e9:.1f} GB on disk "
+                  f"({2 * width} bytes of states a token)")
     synthesize(model, source, out, cfg, aux_layer_ids=aux, stop_ids=stop,
-               target_id=target_fingerprint(Path(args.target)), log=log, shard_filter=shard_filter)
+               target_id=target_fingerprint(target), log=log, shard_filter=shard_filter)
     return 0
 
 

@@ -32,9 +32,10 @@ class LeanTargetRunner:
         return keep
 
     @torch.inference_mode()
-    def forward(self, new_ids: list[int], hidden_layers: tuple[int, ...] = (), *, logits_to_keep: int = 0):
+    def forward(self, new_ids: list[int], hidden_layers: tuple[int, ...] = (), *,
+                logits_to_keep: int | None = 0):
         """Append `new_ids`; returns (logits [n, V] float32, hidden [n, len(layers) * H] or None),
-        exactly as TargetRunner.forward."""
+        exactly as TargetRunner.forward (logits_to_keep None: no rows)."""
         if not new_ids:
             raise ValueError("forward needs at least one token")
         if any(not 0 <= i < self.model.cfg.num_layers for i in hidden_layers):
@@ -44,6 +45,8 @@ class LeanTargetRunner:
         normed, hidden = step(self.model, self.cache, new_ids, start, tuple(hidden_layers))
         self.cache.length = start + n
         self.ids.extend(new_ids)
+        if logits_to_keep is None:
+            return normed.new_empty(0, self.model.cfg.vocab_size, dtype=torch.float32), hidden
         keep = min(logits_to_keep or n, n)
         return self.model.logits(normed[n - keep:]), hidden
 
