@@ -384,3 +384,67 @@ def test_metrics_accuracy_per_depth():
     m.add_depth(2, torch.tensor([False]))
     acc = m.acc()
     assert acc[0] == 0.75 and acc[2] == 0.0 and acc[1] != acc[1]      # NaN where nothing was seen
+
+
+# ---- real-target options: warm start, shared embeddings, held-out acceptance -------------------------
+
+def qwen2_synth(tmp_path_factory):
+    """A tiny Qwen2 target (q/k/v biases) whose top aux layer is the input of its last layer."""
+    from completion.models.tiny import tiny_model
+
+    model = tiny_model(arch="qwen2", num_layers=4, hidden_size=32, vocab_size=V)
+    out = tmp_path_factory.mktemp("synth-qwen2")
+    synthesize(model, char_source(), out, SMALL, aux_layer_ids=AUX, stop_ids={SPECIAL[ENDOFTEXT]})
+    return model, SynthDataset(out)
+
+
+def test_last_layer_warm_start_reproduces_the_targets_last_layer(tmp_path_factory):
+    """With fc passing the last layer's input through and that layer copied (biases included), the
+    drafter's depth-0 rows compute the target's final state: the warm start is the target's own head."""
+    model, ds = qwen2_synth(tmp_path_factory)
+    cfg = TrainConfig(num_layers=1, draft_vocab=256, warm="last-layer", embeddings="shared", intermediate=48)
+    drafter = build_drafter(model, ds, cfg, mask_token_id=V - 1)
+    assert not hasattr(drafter, "embed_tokens") and drafter.config.attention_bias
+    assert drafter.config.intermediate_size == 48
+    full = build_drafter(model, ds, replace(cfg, intermediate=0), mask_token_id=V - 1)
+    sample = ds[0]
+    n = len(sample.ids) - 1
+    zeros = torch.zeros(n, dtype=torch.long)
+    normed = peagle_forward(full, sample, torch.arange(n), zeros)
+    torch.testing.assert_close(normed, sample.final[:n].float(), atol=0.05, rtol=0.02)
+    pruned = peagle_forward(drafter, sample, torch.arange(n), zeros)   # a narrower MLP: close, not equal
+    assert (pruned - sample.final[:n].float()).abs().mean() < (normed - pruned).abs().mean() * 10
+
+
+def test_heldout_acceptance_is_bounded_and_counts_accepted_runs(synth_dir, target):
+    from completion.training.heldout import heldout_acceptance, peagle_runs
+
+    ds = SynthDataset(synth_dir)
+    for method in ("peagle", "eagle3"):
+        drafter = build_drafter(target, ds, TrainConfig(method=method, depth=6, ttt_steps=6, draft_vocab=256),
+                                mask_token_id=V - 1)
+        al = heldout_acceptance(drafter, ds, method, ks=(1, 2, 4), limit=4)
+        assert 1.0 <= al[1] <= al[2] <= al[4] <= 5.0, al
+        # labels the drafter never proposes: nothing is accepted
+        never = [replace(ds[i], labels=torch.full_like(ds[i].labels, V - 3)) for i in range(4)]
+        assert heldout_acceptance(drafter, never, method, ks=(1, 4)) == {1: 1.0, 4: 1.0}
+    # labels equal to the depth-0 guesses: every first draft is accepted (AL at K=1 is 2)
+    drafter = build_drafter(target, ds, TrainConfig(depth=6, draft_vocab=256), mask_token_id=V - 1)
+    sample = ds[0]
+    n = len(sample.ids) - 1
+    normed = peagle_forward(drafter, sample, torch.arange(n), torch.zeros(n, dtype=torch.long))
+    guesses = drafter.to_target_ids(drafter.logits(normed).argmax(-1))
+    agreeing = replace(sample, labels=torch.cat([sample.labels[:1], guesses]))
+    assert peagle_runs(drafter, agreeing, 1).float().mean() == 1.0
+
+
+def test_supervise_all_rows_trains_prompt_rows_too(synth_dir, target):
+    ds = SynthDataset(synth_dir)
+    metrics = {}
+    for supervise in ("generated", "all"):
+        cfg = TrainConfig(depth=4, draft_vocab=256, supervise=supervise)
+        drafter = build_drafter(target, ds, cfg, mask_token_id=V - 1).train().requires_grad_(True)
+        m = Metrics(cfg.num_depths)
+        peagle_sequence_step(drafter, make_targets(target, drafter), ds[0], cfg, torch.Generator().manual_seed(0), m)
+        metrics[supervise] = m.total[0]
+    assert metrics["all"] == len(ds[0].ids) - 1 > metrics["generated"]

@@ -81,8 +81,13 @@ class TrainConfig:
     segments: int = 0               # force this many segments (0: from max_rows)
     num_layers: int = 2
     draft_vocab: int = 4096
+    intermediate: int = 0           # the drafter's MLP width (0: the target's)
+    embeddings: str = "own"         # P-EAGLE: "own" (trained, shipped) or "shared" (the target's, frozen, not shipped)
+    warm: str = "none"              # "last-layer": start from the target's last layer (warm_start)
+    supervise: str = "generated"    # rows that learn: "generated" (the target's continuations) or "all"
     seed: int = 0
     log_every: int = 25
+    eval_every: int = 0             # > 0 (and held-out data given): held-out AL every this many steps
     ckpt_every: float = 120.0       # seconds
     minutes: float = 0.0            # > 0: fit `steps` to this wall-clock budget (TimeBudget)
 
@@ -91,6 +96,10 @@ class TrainConfig:
             raise ValueError(f"method must be peagle or eagle3, got {self.method!r}")
         if self.method == "peagle" and not 0 < self.r_min <= self.r <= 1:
             raise ValueError("COD needs 0 < r_min <= r <= 1")
+        for name, allowed in (("embeddings", ("own", "shared")), ("warm", ("none", "last-layer")),
+                              ("supervise", ("generated", "all"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
     @property
     def num_depths(self) -> int:
@@ -114,6 +123,13 @@ def supervised_rows(length: int, prompt_len: int) -> torch.Tensor:
     label are the target's own): prompt_len - 1 <= j <= length - 2."""
     j = torch.arange(max(0, length - 1))
     return j >= prompt_len - 1
+
+
+def first_supervised(sample, cfg: "TrainConfig") -> int:
+    """The prompt length supervised_rows is given: the sample's, or 1 (every row) with supervise
+    "all". On real code the prompt rows still learn the target's own distribution (its final
+    state is stored at every position), and a prompt token costs a fraction of a generated one."""
+    return sample.prompt_len if cfg.supervise == "generated" else 1
 
 
 def cod_sample(valid: torch.Tensor, depth: int, r: float = 0.7, r_min: float = 0.2,
@@ -293,7 +309,7 @@ def peagle_sequence_step(drafter: Drafter, targets: Targets, sample, cfg: TrainC
     """COD-sample one sequence, run forward + backward (partitioned when it is large); returns the
     sequence's loss. Gradients accumulate in the drafter's .grad."""
     n = len(sample.ids) - 1
-    valid = supervised_rows(len(sample.ids), sample.prompt_len)
+    valid = supervised_rows(len(sample.ids), first_supervised(sample, cfg))
     anchor, depth = cod_sample(valid, cfg.depth, cfg.r, cfg.r_min, generator)
     supervise = element_supervision(anchor, depth, valid)
     labels = sample.labels[anchor + depth + 1]
@@ -314,18 +330,20 @@ def peagle_sequence_step(drafter: Drafter, targets: Targets, sample, cfg: TrainC
     return total
 
 
-def eagle3_unroll(drafter: Drafter, sample, steps: int):
+def eagle3_unroll(drafter: Drafter, sample, steps: int, prompt_len: int | None = None):
     """EAGLE-3 training-time test over one sequence. Yields (k, rows, normed [rows, H]) per unrolled
     step: step 0 runs every row j (token x[j+1], fc(aux[j]), position j, causal); step k >= 1 runs
     the generated-region rows with token x[j+1+k], the drafter's own state from step k-1 and
     position j + k, attending to the step-0 rows up to j and to row j's earlier steps (whose
-    keys/values are kept, not recomputed)."""
+    keys/values are kept, not recomputed). `prompt_len` (default the sample's) bounds the
+    unrolled rows as supervised_rows does."""
     device, dtype = drafter.fc.weight.device, drafter.fc.weight.dtype
     ids, aux = sample.ids.to(device), sample.aux.to(device)
     L = len(sample.ids)
     n = L - 1
     rows = torch.arange(n, device=device)
-    sel = torch.nonzero(supervised_rows(L, sample.prompt_len).to(device)).flatten()
+    sel = torch.nonzero(supervised_rows(L, sample.prompt_len if prompt_len is None else prompt_len)
+                        .to(device)).flatten()
     eye = torch.eye(sel.numel(), dtype=torch.bool, device=device)
     past = PastKV(len(drafter.layers))
     hidden = drafter.combine(aux[:n].to(dtype))
@@ -349,9 +367,10 @@ def eagle3_sequence_step(drafter: Drafter, targets: Targets, sample, cfg: TrainC
     device = drafter.fc.weight.device
     labels_all, final_all = sample.labels.to(device), sample.final.to(device)
     L = len(sample.ids)
-    valid = supervised_rows(L, sample.prompt_len).to(device)
+    start = first_supervised(sample, cfg)
+    valid = supervised_rows(L, start).to(device)
     total = torch.zeros((), device=device)
-    for k, q, normed in eagle3_unroll(drafter, sample, cfg.ttt_steps):
+    for k, q, normed in eagle3_unroll(drafter, sample, cfg.ttt_steps, start):
         sup = valid[q] & (q + k <= L - 2)          # row j at step k predicts position j+1+k
         label_pos = (q + 1 + k)[sup]
         labels = labels_all[label_pos]
@@ -394,9 +413,15 @@ def build_drafter(target_model, dataset, cfg: TrainConfig, *, mask_token_id: int
     dcfg: DrafterConfig = drafter_config_for(t, num_layers=cfg.num_layers, draft_vocab_size=cfg.draft_vocab,
                                              depth=cfg.num_depths, mask_token_id=mask_token_id,
                                              aux_layer_ids=dataset.aux_layer_ids)
+    if cfg.intermediate:
+        dcfg = replace(dcfg, intermediate_size=cfg.intermediate)
+    if cfg.warm == "last-layer" and target_model.model.layers[-1].self_attn.q_proj.bias is not None:
+        dcfg = replace(dcfg, attention_bias=True)   # Qwen2's q/k/v biases come with its layer
     counts = dataset.label_counts(t.vocab_size)
     vocab = draft_vocabulary_from_counts(counts, dcfg.draft_vocab_size)
-    own = cfg.method == "peagle"       # P-EAGLE trains its embeddings; EAGLE-3 shares the target's
+    # P-EAGLE trains its embeddings (the paper's); EAGLE-3 shares the target's. "shared" keeps a
+    # real target's table out of the checkpoint (Qwen2.5-Coder-0.5B's is 272 MB in bf16)
+    own = cfg.method == "peagle" and cfg.embeddings == "own"
     drafter = init_drafter(dcfg, seed=cfg.seed, own_embeddings=own, draft_to_target=vocab, target_model=target_model)
     drafter.float()
     with torch.no_grad():
@@ -409,8 +434,49 @@ def build_drafter(target_model, dataset, cfg: TrainConfig, *, mask_token_id: int
         drafter.fc.weight.normal_(0.0, 1.0 / (math.sqrt(dcfg.fc_input_size) * rms),
                                   generator=torch.Generator().manual_seed(cfg.seed))
         drafter.mask_hidden.normal_(0.0, rms, generator=torch.Generator().manual_seed(cfg.seed + 1))
+    if cfg.warm == "last-layer":
+        warm_start(drafter, target_model)
     drafter.vocab_coverage = float(counts[vocab].sum()) / max(1, int(counts.sum()))
     return drafter
+
+
+@torch.no_grad()
+def warm_start(drafter: Drafter, target_model) -> None:
+    """Start the drafter where the target ends: `fc` passes the top aux layer's state through
+    unchanged, the fusion layer is the target's last decoder layer reading that state (its q/k/v
+    columns for the token embedding start at zero), and the final norm is the target's (the
+    output rows already are). A narrower MLP keeps the target's channels with the largest
+    |gate| x |up| x |down| norms. At step 0 the drafter thus computes the target's last layer on
+    a stream two layers early: features the target uses, not a random projection."""
+    t_cfg = getattr(target_model.config, "get_text_config", lambda: target_model.config)()
+    last = target_model.model.layers[-1]
+    mid = drafter.layers[0]
+    H = drafter.config.hidden_size
+    if H != t_cfg.hidden_size or (drafter.config.num_attention_heads, drafter.config.num_key_value_heads) != \
+            (t_cfg.num_attention_heads, t_cfg.num_key_value_heads) or not hasattr(last.mlp, "gate_proj"):
+        raise ValueError("a last-layer warm start needs the target's hidden size, heads and a dense MLP")
+    fc = drafter.fc.weight
+    fc.zero_()
+    fc[:, fc.shape[1] - H:] = torch.eye(H)
+    attn = last.self_attn
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        mine, theirs = getattr(mid.self_attn, name), getattr(attn, name)
+        if name == "o_proj":
+            mine.weight.copy_(theirs.weight.float())
+        else:
+            mine.weight.zero_()
+            mine.weight[:, H:] = theirs.weight.float()
+        if mine.bias is not None:
+            mine.bias.copy_(theirs.bias.float() if theirs.bias is not None else torch.zeros_like(mine.bias))
+    mid.hidden_norm.weight.copy_(last.input_layernorm.weight.float())
+    mid.post_attention_layernorm.weight.copy_(last.post_attention_layernorm.weight.float())
+    gate, up, down = (getattr(last.mlp, n).weight.float() for n in ("gate_proj", "up_proj", "down_proj"))
+    width = mid.mlp.gate_proj.weight.shape[0]
+    keep = (gate.norm(dim=1) * up.norm(dim=1) * down.norm(dim=0)).topk(width).indices.sort().values
+    mid.mlp.gate_proj.weight.copy_(gate[keep])
+    mid.mlp.up_proj.weight.copy_(up[keep])
+    mid.mlp.down_proj.weight.copy_(down[:, keep])
+    drafter.norm.weight.copy_(target_model.model.norm.weight.float())
 
 
 def continue_from(drafter: Drafter, path: str | Path, target_model, dataset) -> None:
@@ -445,13 +511,14 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 class DrafterTrainer:
     def __init__(self, drafter: Drafter, target_model, dataset, cfg: TrainConfig, *, work: Path | None = None,
-                 log: Path | None = None):
+                 log: Path | None = None, heldout=None):
         self.drafter, self.dataset, self.cfg, self.work, self.log = drafter, dataset, cfg, work, log
+        self.heldout = heldout          # a SynthDataset whose AL is logged every cfg.eval_every steps
         self.targets = make_targets(target_model, drafter)
         drafter.train().requires_grad_(True)
         self.params = [p for p in drafter.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-        self.step, self.seen, self.elapsed = 0, 0, 0.0
+        self.step, self.seen, self.tokens, self.elapsed = 0, 0, 0, 0.0
         self.epoch, self.cursor = 0, 0
         self.order = self._order()
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -473,7 +540,7 @@ class DrafterTrainer:
     # -- checkpoints ---------------------------------------------------------------------------------
     def state(self) -> dict:
         return {"drafter": self.drafter.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
-                "seen": self.seen, "elapsed": self.elapsed, "epoch": self.epoch, "cursor": self.cursor,
+                "seen": self.seen, "tokens": self.tokens, "elapsed": self.elapsed, "epoch": self.epoch, "cursor": self.cursor,
                 "generator": self.generator.get_state(), "config": asdict(self.cfg), "history": self.history,
                 "drafter_config": self.drafter.config.to_json()}
 
@@ -487,7 +554,7 @@ class DrafterTrainer:
 
     def restore(self, path: Path) -> None:
         ck = torch.load(path, weights_only=False, map_location="cpu")
-        saved = {"minutes": 0.0, **ck["config"]}
+        saved = {**asdict(TrainConfig()), **ck["config"]}   # fields added since keep their defaults
         if self.cfg.minutes:            # a time-boxed run keeps the total it fitted
             self.cfg.steps = saved["steps"]
         if saved != asdict(self.cfg):
@@ -496,6 +563,7 @@ class DrafterTrainer:
         self.drafter.load_state_dict(ck["drafter"])
         self.opt.load_state_dict(ck["opt"])
         self.step, self.seen, self.elapsed = ck["step"], ck["seen"], ck["elapsed"]
+        self.tokens = ck.get("tokens", 0)
         self.epoch, self.cursor = ck["epoch"], ck["cursor"]
         self.order = self._order()
         self.generator.set_state(ck["generator"])
@@ -518,12 +586,26 @@ class DrafterTrainer:
                 loss += eagle3_sequence_step(self.drafter, self.targets, sample, cfg, self.metrics,
                                              scale=1.0 / cfg.seqs_per_step)
             self.seen += 1
+            self.tokens += len(sample.ids)
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
         return loss / cfg.seqs_per_step
+
+    def evaluate(self) -> dict[int, float]:
+        """Held-out AL at K = 4 and 10 (completion.training.heldout), logged and kept in the history."""
+        from .heldout import heldout_acceptance
+
+        self.drafter.eval()
+        al = heldout_acceptance(self.drafter, self.heldout, self.cfg.method)
+        self.drafter.train()
+        self.history.append({"step": self.step, "tokens": self.tokens, "elapsed": round(self.elapsed, 1),
+                             "heldout_al": al})
+        log_line(self.log, f"held-out step {self.step} tokens {self.tokens}: " +
+                 " ".join(f"AL@{k} {v:.2f}" for k, v in al.items()))
+        return al
 
     def run(self, until: int | None = None) -> dict:
         """Train to cfg.steps (or stop early at step `until`, as an interruption would)."""
@@ -532,6 +614,8 @@ class DrafterTrainer:
         log_line(self.log, f"train {cfg.method}: {sum(p.numel() for p in self.params) / 1e6:.2f}M trainable params, "
                            f"{len(self.dataset)} sequences, step {self.step}/{cfg.steps}, device "
                            f"{self.drafter.fc.weight.device}, threads {torch.get_num_threads()}")
+        if self.heldout is not None and cfg.eval_every and self.step == 0:
+            self.evaluate()             # where the initialisation starts (warm against cold)
         t_start = time.perf_counter() - self.elapsed
         last_ckpt = time.perf_counter()
         window_t = time.perf_counter()
@@ -546,7 +630,7 @@ class DrafterTrainer:
                 window_t = time.perf_counter()
                 eta = rate * (cfg.steps - self.step)
                 shown = " ".join(f"{a:.2f}" if a == a else "-" for a in acc)
-                entry = {"step": self.step, "seqs": self.seen, "loss": m.loss / max(1, m.loss_n),
+                entry = {"step": self.step, "seqs": self.seen, "tokens": self.tokens, "loss": m.loss / max(1, m.loss_n),
                          "acc": acc, "supervised": m.supervised, "elements": m.elements,
                          "lr": lr_at(self.step - 1, cfg), "elapsed": round(self.elapsed, 1)}
                 self.history.append(entry)
@@ -554,6 +638,9 @@ class DrafterTrainer:
                                    f"acc/depth [{shown}] sup {m.supervised} rows {m.elements} lr {entry['lr']:.2e} "
                                    f"{rate:.2f}s/step elapsed {self.elapsed:.0f}s ETA {eta:.0f}s")
                 m.reset()
+            if self.heldout is not None and cfg.eval_every and (self.step % cfg.eval_every == 0
+                                                                or self.step == cfg.steps):
+                self.evaluate()
             if self.work is not None and time.perf_counter() - last_ckpt > cfg.ckpt_every:
                 self.save()
                 last_ckpt = time.perf_counter()
@@ -561,8 +648,10 @@ class DrafterTrainer:
         self.save()
         self.drafter.eval().requires_grad_(False)
         self.drafter.refresh()
-        return {"steps": self.step, "sequences": self.seen, "wall_s": round(self.elapsed, 1),
-                "final": self.history[-1] if self.history else None}
+        trained = [h for h in self.history if "loss" in h]
+        return {"steps": self.step, "sequences": self.seen, "tokens": self.tokens, "wall_s": round(self.elapsed, 1),
+                "final": trained[-1] if trained else None,
+                "heldout_al": [h for h in self.history if "heldout_al" in h]}
 
 
 def export_drafter(drafter: Drafter, out_dir: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
@@ -586,13 +675,15 @@ def export_drafter(drafter: Drafter, out_dir: Path, dtype: torch.dtype = torch.b
 def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from completion.models import resolve_model
     from completion.training.synthesis import SynthDataset
 
     d = TrainConfig()
     ap = argparse.ArgumentParser(prog="eyas train drafter", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--data", default=str(REPO_ROOT / "out/pocket/synth"), help="synthesis output (manifest.json)")
-    ap.add_argument("--target", default=str(REPO_ROOT / "completion/models/pocket/target"))
+    ap.add_argument("--target", default="pocket", help="model name (eyas models) or directory")
+    ap.add_argument("--heldout", default=None, help="held-out synthesis output: AL logged every --eval-every steps")
     ap.add_argument("--out", default=None, help="drafter directory (default: the shipped P-EAGLE drafter, or "
                                                 "out/pocket/eagle3-drafter for --method eagle3)")
     ap.add_argument("--work", default=None, help="checkpoint directory (default: out/pocket/<method>-work)")
@@ -609,6 +700,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(**{f: getattr(args, f) for f in asdict(d)})
+    if args.target != "pocket" and not (args.out and args.work and args.log):
+        ap.error("a target other than pocket needs --out, --work and --log (the defaults are the pocket pair's)")
     out = Path(args.out or (REPO_ROOT / ("completion/models/pocket/drafter" if cfg.method == "peagle"
                                          else "out/pocket/eagle3-drafter")))
     work = Path(args.work or REPO_ROOT / f"out/pocket/{cfg.method}-work")
@@ -617,8 +710,9 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     log_line(log, f"eyas train drafter {' '.join(argv if argv is not None else sys.argv[1:])}")
 
-    target = AutoModelForCausalLM.from_pretrained(args.target, dtype=torch.float32).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.target)
+    target_dir = resolve_model(args.target)
+    target = AutoModelForCausalLM.from_pretrained(target_dir, dtype=torch.float32).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(target_dir)
     dataset = SynthDataset(args.data)
     torch.manual_seed(cfg.seed)
     drafter = build_drafter(target, dataset, cfg, mask_token_id=pick_mask_token(tokenizer.get_vocab(),
@@ -630,7 +724,8 @@ def main(argv: list[str] | None = None) -> int:
     log_line(log, f"data {args.data}: {len(dataset)} sequences, {dataset.manifest and sum(s['tokens'] for s in dataset.manifest['shards'])} "
                   f"tokens; draft vocab {drafter.config.draft_vocab_size} covers {100 * drafter.vocab_coverage:.1f}% "
                   f"of the target's generated tokens; mask token {drafter.config.mask_token_id}")
-    trainer = DrafterTrainer(drafter, target, dataset, cfg, work=work, log=log)
+    trainer = DrafterTrainer(drafter, target, dataset, cfg, work=work, log=log,
+                             heldout=SynthDataset(args.heldout) if args.heldout else None)
     ckpt = work / "ckpt.pt"
     if args.resume and ckpt.exists():
         trainer.restore(ckpt)
