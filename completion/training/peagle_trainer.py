@@ -417,7 +417,7 @@ def build_drafter(target_model, dataset, cfg: TrainConfig, *, mask_token_id: int
         dcfg = replace(dcfg, intermediate_size=cfg.intermediate)
     if cfg.warm == "last-layer" and target_model.model.layers[-1].self_attn.q_proj.bias is not None:
         dcfg = replace(dcfg, attention_bias=True)   # Qwen2's q/k/v biases come with its layer
-    counts = dataset.label_counts(t.vocab_size)
+    counts = dataset.label_counts(t.vocab_size, every_row=cfg.supervise == "all")
     vocab = draft_vocabulary_from_counts(counts, dcfg.draft_vocab_size)
     # P-EAGLE trains its embeddings (the paper's); EAGLE-3 shares the target's. "shared" keeps a
     # real target's table out of the checkpoint (Qwen2.5-Coder-0.5B's is 272 MB in bf16)

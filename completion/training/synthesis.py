@@ -297,8 +297,9 @@ class SynthDataset:
                       final=f.get_slice("final")[a:b], labels=f.get_slice("labels")[a:b].long(),
                       prompt_len=self.prompt_lens[i])
 
-    def label_counts(self, vocab_size: int) -> torch.Tensor:
-        """How often each token is the target's choice in the generated region (draft vocabulary)."""
+    def label_counts(self, vocab_size: int, every_row: bool = False) -> torch.Tensor:
+        """How often each token is the target's choice in the generated region (or, `every_row`, at
+        every position: prompts included), from which the draft vocabulary is picked."""
         counts = torch.zeros(vocab_size, dtype=torch.long)
         for k in range(len(self.manifest["shards"])):
             f = self._file(k)
@@ -306,7 +307,7 @@ class SynthDataset:
             offsets = f.get_tensor("offsets").tolist()
             plens = f.get_tensor("prompt_len").tolist()
             for j, p in enumerate(plens):
-                seg = labels[offsets[j] + p - 1:offsets[j + 1]]
+                seg = labels[offsets[j] + (0 if every_row else p - 1):offsets[j + 1]]
                 counts += torch.bincount(seg, minlength=vocab_size)
         return counts
 
