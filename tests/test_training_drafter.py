@@ -448,3 +448,22 @@ def test_supervise_all_rows_trains_prompt_rows_too(synth_dir, target):
         peagle_sequence_step(drafter, make_targets(target, drafter), ds[0], cfg, torch.Generator().manual_seed(0), m)
         metrics[supervise] = m.total[0]
     assert metrics["all"] == len(ds[0].ids) - 1 > metrics["generated"]
+
+
+def test_trainer_logs_heldout_al_and_the_curve_plots_it(synth_dir, target, tmp_path):
+    from completion.training.heldout import main as curve_main
+    from completion.training.peagle_trainer import DrafterTrainer
+
+    ds = SynthDataset(synth_dir)
+    cfg = TrainConfig(steps=6, depth=4, draft_vocab=256, log_every=3, eval_every=3, ckpt_every=1e9, lr=3e-3,
+                      warmup=1)
+    trainer = DrafterTrainer(build_drafter(target, ds, cfg, mask_token_id=V - 1), target, ds, cfg,
+                             work=tmp_path / "work", log=tmp_path / "train.log", heldout=ds)
+    summary = trainer.run()
+    evals = summary["heldout_al"]
+    assert [e["step"] for e in evals] == [0, 3, 6] and evals[0]["tokens"] == 0 < evals[-1]["tokens"]
+    assert all(1.0 <= e["heldout_al"][4] <= e["heldout_al"][10] <= 11.0 for e in evals)
+    assert "held-out step 6" in (tmp_path / "train.log").read_text()
+    out = tmp_path / "curve.png"
+    assert curve_main([f"a={tmp_path / 'work'}", f"b={tmp_path / 'work'}", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and json.loads(out.with_suffix(".json").read_text())["a"]

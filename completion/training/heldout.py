@@ -62,3 +62,72 @@ def heldout_acceptance(drafter: Drafter, dataset, method: str, ks=(4, 10), limit
                       for i in range(min(limit, len(dataset)))] or [torch.zeros(0, dtype=torch.long)])
     return {k: round(1 + float(runs.clamp(max=k).float().mean()), 3) if runs.numel() else float("nan")
             for k in ks}
+
+
+# -- the curve: held-out AL against training tokens, one line per run ---------------------------------
+COLORS = [(230, 120, 40), (40, 110, 200), (60, 160, 80), (170, 60, 160), (120, 120, 120), (200, 50, 50)]
+
+
+def curve_points(history: list[dict], k: int) -> list[tuple[int, float]]:
+    return [(h["tokens"], h["heldout_al"][k]) for h in history if "heldout_al" in h and k in h["heldout_al"]]
+
+
+def write_curve_png(path, runs: dict[str, list[dict]], k: int = 4) -> None:
+    """AL(k) against tokens trained on, one line per run (its history from the trainer's
+    checkpoint or summary)."""
+    from completion.evaluation.engine_bench import draw_text
+    from completion.evaluation.latency_bench import Canvas
+
+    series = {name: curve_points(h, k) for name, h in runs.items()}
+    series = {n: p for n, p in series.items() if p}
+    c = Canvas(760, 440)
+    left, right, top, bottom = 70, 740, 60, 390
+    x_max = max((t for p in series.values() for t, _ in p), default=1) or 1
+    y_max = max(2.0, max((a for p in series.values() for _, a in p), default=1.0))
+    x_of = lambda t: round(left + t / x_max * (right - left))          # noqa: E731
+    y_of = lambda a: round(bottom - (a - 1) / (y_max - 1) * (bottom - top))   # noqa: E731
+    draw_text(c, left, 12, f"HELD-OUT AL AT K={k}  AGAINST TRAINING TOKENS")
+    c.line(left, bottom, right, bottom, (0, 0, 0))
+    c.line(left, top, left, bottom, (0, 0, 0))
+    for i in range(5):
+        a = 1 + (y_max - 1) * i / 4
+        draw_text(c, 10, y_of(a) - 4, f"{a:.2f}")
+        t = x_max * i / 4
+        draw_text(c, x_of(t) - 20, bottom + 10, f"{t / 1e6:.2f}M")
+    for n, (name, points) in enumerate(series.items()):
+        rgb = COLORS[n % len(COLORS)]
+        draw_text(c, left + 10 + 170 * (n % 4), 34 + 12 * (n // 4), name, rgb)
+        for (t0, a0), (t1, a1) in zip(points, points[1:]):
+            c.line(x_of(t0), y_of(a0), x_of(t1), y_of(a1), rgb, 2)
+        for t, a in points:
+            c.dot(x_of(t) - 2, y_of(a) - 2, rgb, 5)
+    c.save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m completion.training.heldout NAME=WORK_DIR ... --out curve.png [--k 4]: the curve of
+    several training runs (each WORK_DIR holds the trainer's ckpt.pt)."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(prog="python -m completion.training.heldout", description=main.__doc__)
+    ap.add_argument("runs", nargs="+", metavar="NAME=WORK_DIR")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--k", type=int, default=4)
+    args = ap.parse_args(argv)
+    runs = {}
+    for spec in args.runs:
+        name, _, work = spec.partition("=")
+        ck = torch.load(Path(work) / "ckpt.pt", weights_only=False, map_location="cpu")
+        runs[name] = [{**h, "heldout_al": {int(k): v for k, v in h["heldout_al"].items()}}
+                      for h in ck["history"] if "heldout_al" in h]
+    write_curve_png(args.out, runs, args.k)
+    args.out.with_suffix(".json").write_text(json.dumps(runs, indent=1) + "\n")
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())
