@@ -227,11 +227,16 @@ def make_targets(target_model, drafter: Drafter) -> Targets:
 def kl_terms(drafter: Drafter, targets: Targets, normed: torch.Tensor, final: torch.Tensor,
              labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-element KL(target || drafter) over the draft vocabulary [m], a mask of the elements kept
-    (target top-1 inside the draft vocabulary) [m], and per-element top-1 hits [m]."""
+    (target top-1 inside the draft vocabulary) [m], and per-element top-1 hits [m]. Computed as
+    the cross-entropy from the target's distribution (one fused kernel, forward and backward)
+    minus the target's entropy (a constant to the drafter): the same values and gradients as
+    sum p (log p - log q) with less work over the [m, Vd] matrices (~1/3 on a CPU)."""
     logits = drafter.logits(normed).float()
-    logq = F.log_softmax(logits, dim=-1)
-    logp = F.log_softmax(final.float() @ targets.head.T, dim=-1)
-    kl = (logp.exp() * (logp - logq)).sum(-1)
+    with torch.no_grad():
+        logp = F.log_softmax(final.float() @ targets.head.T, dim=-1)
+        p = logp.exp()
+        entropy = -(p * logp).sum(-1)
+    kl = F.cross_entropy(logits, p, reduction="none") - entropy
     keep = targets.to_draft[labels] >= 0
     with torch.no_grad():
         hit = drafter.to_target_ids(logits.argmax(-1)) == labels
