@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	# CPU wheel from local disk; must come first so nothing pulls a CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	# the few-row bf16 tile kernel (AMX CPUs; elsewhere it says why it is not used)
+	$(BIN)/python -c 'from completion.engine.lean import native; native.report()'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -12,7 +12,8 @@ import torch
 
 from completion.engine.lean import LeanModel, LeanTargetRunner, lean_model_for, unsupported_reason
 from completion.engine.lean.model import linear
-from completion.engine.lean.weights import (QUANTIZED_MAX_ROWS, Int4Weight, Int8Weight, LeanWeights, PackedWeight,
+from completion.engine.lean import native
+from completion.engine.lean.weights import (FEW_ROWS, Int4Weight, Int8Weight, LeanWeights, PackedWeight, TileWeight,
                                              quantize)
 from completion.engine.target import TargetRunner, prefill
 from completion.models.tiny import tiny_model
@@ -78,16 +79,22 @@ def test_bf16_is_close_to_hugging_face_bf16(kind):
     assert (ref.argmax(-1) == ours.argmax(-1)).float().mean() > 0.95
 
 
-@pytest.mark.parametrize("precision", ["bf16", "bf16-unpacked", "int8", "int4"])
+@pytest.mark.parametrize("precision", ["bf16", "bf16-untiled", "bf16-unpacked", "int8", "int4"])
 def test_verification_rows_equal_decode_steps_bit_for_bit(precision, monkeypatch):
-    """Lossless speculative decoding rests on this below float32, biases and int4 included, and
-    with plain bf16 matrices too (CPUs without oneDNN's bf16 get no PackedWeight)."""
+    """Lossless speculative decoding rests on this below float32, biases and int4 included, on
+    the tile kernel (CPUs with AMX), oneDNN's packed matrices (CPUs without AMX) and plain bf16
+    matrices (CPUs without oneDNN's bf16)."""
     import completion.engine.lean.model as lean_module
+    import completion.engine.lean.weights as weights_module
 
     if precision == "bf16-unpacked":
         monkeypatch.setattr(lean_module, "can_pack", lambda weights: False)
-    lean = LeanModel.from_hf(tiny_model(arch="qwen2", num_layers=2, hidden_size=128, vocab_size=VOCAB).to(torch.bfloat16))
-    assert isinstance(lean.w.layers[0].qkv, PackedWeight) == (precision != "bf16-unpacked")
+    if precision in ("bf16-untiled", "bf16-unpacked"):
+        monkeypatch.setattr(weights_module.native, "available", lambda: False)
+    lean = LeanModel.from_hf(tiny_model(arch="qwen2", num_layers=2, hidden_size=128, intermediate_size=256,
+                                        vocab_size=VOCAB).to(torch.bfloat16))
+    kinds = {"bf16-untiled": PackedWeight, "bf16-unpacked": torch.Tensor}
+    assert isinstance(lean.w.layers[0].qkv, kinds.get(precision, TileWeight if native.available() else PackedWeight))
     if precision in ("int8", "int4"):
         quantize(lean.w, precision)
     assert_rows_equal_steps(lean, tokens(37), tokens(11, seed=1), hidden_layers=(0, 1))
@@ -113,7 +120,7 @@ def test_quantized_linear_is_close_to_bf16():
     errors = {}
     for q in (Int8Weight.of(w), Int4Weight.of(w)):
         errors[type(q).__name__] = ((linear(x, q).float() - exact).norm() / exact.norm()).item()
-        long_x = torch.randn(QUANTIZED_MAX_ROWS + 1, 512, dtype=torch.bfloat16)
+        long_x = torch.randn(FEW_ROWS + 1, 512, dtype=torch.bfloat16)
         assert torch.equal(linear(long_x, q), torch.nn.functional.linear(long_x, w))
     assert errors["Int8Weight"] < 0.01 and errors["Int4Weight"] < 0.12
     assert errors["Int8Weight"] < errors["Int4Weight"] / 4   # int4 really is coarser
@@ -141,7 +148,7 @@ def test_quantized_greedy_choices_match_bf16_at_most_positions(precision, agreem
     model, the shipped pocket
     target: random models sit at near-ties everywhere (one seed's int4 agreed on 3% of positions,
     the next seed's on 100%). Forwards of 16 rows run the quantized kernels, as decode steps and
-    verifications do (QUANTIZED_MAX_ROWS); free-running greedy would compare nothing after the
+    verifications do (FEW_ROWS); free-running greedy would compare nothing after the
     first near-tie."""
     import inspect
     import textwrap

@@ -86,19 +86,26 @@ IMPLS = ("lean", "hf")
 # int8 / int4: weight-only quantized projections, whose CPU kernels take bf16 activations
 DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16, "int8": torch.bfloat16, "int4": torch.bfloat16}
 QUANTIZED = ("int8", "int4")
-CPU_AUTO_PRECISION = "int8"   # what "auto" means on a CPU: the fastest precision that keeps quality (docs)
+
+
+def cpu_auto_precision() -> str:
+    """What "auto" means on a CPU: the fastest precision that keeps quality (docs/qwen2.5-coder-0.5b.md).
+    bf16 where the tile kernel runs (lean/native.py: there it decodes faster than int8, with the
+    model's own weights), int8 elsewhere."""
+    from .lean import native
+    return "bf16" if native.available() else "int8"
 
 
 def resolve_precision(precision: str | None, device: str) -> str:
     """None: exact arithmetic for the device (float32 on a CPU, bf16 on a GPU); "auto": bf16 on a
-    GPU, CPU_AUTO_PRECISION on a CPU (docs/qwen2.5-coder-0.5b.md has the measurements behind it)."""
+    GPU, cpu_auto_precision() on a CPU (docs/qwen2.5-coder-0.5b.md has the measurements behind it)."""
     if precision not in (None, *PRECISIONS):
         raise ValueError(f"unknown precision {precision!r} (available: {', '.join(PRECISIONS)})")
     gpu = not device.startswith("cpu")
     if precision is None:
         return "bf16" if gpu else "float32"
     if precision == "auto":
-        return "bf16" if gpu else CPU_AUTO_PRECISION
+        return "bf16" if gpu else cpu_auto_precision()
     return precision
 
 

@@ -16,7 +16,7 @@ import time
 import torch
 
 from .model import LeanModel
-from .weights import Int4Weight, Int8Weight, LeanWeights, PackedWeight
+from .weights import Int4Weight, Int8Weight, LeanWeights, PackedWeight, TileWeight
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def weight_tensors(w: LeanWeights):
     """Every tensor the model's weights hold (the ones compile_dynamic keeps static). Packed
     matrices are left out: compiled graphs run on their plain copy (see model.linear)."""
     def tensors(item):
-        if isinstance(item, (Int8Weight, Int4Weight, PackedWeight)):
+        if isinstance(item, (Int8Weight, Int4Weight, PackedWeight, TileWeight)):
             for value in vars(item).values():
                 yield from tensors(value)
         elif isinstance(item, torch.Tensor) and not item.is_mkldnn:
@@ -78,7 +78,7 @@ class CompiledSteps:
         Not over packed bf16 matrices (weights.PackedWeight): a graph can only run their plain
         copies, and eager steps on the packed ones are faster (Qwen2.5-Coder-0.5B, 2 threads: 60
         vs 78 ms/token), so it declines and the engine runs eager."""
-        if any(isinstance(w, PackedWeight) for layer in self.model.w.layers for w in (layer.qkv, layer.gate_up)):
+        if any(isinstance(w, (PackedWeight, TileWeight)) for layer in self.model.w.layers for w in (layer.qkv, layer.gate_up)):
             log.info("packed bf16 weights: eager steps are faster than compiled ones; not compiling")
             self.failed = True
             return False

@@ -16,20 +16,25 @@ import torch.nn.functional as F
 
 from .cache import RopeTables, StaticKVCache
 from .config import LeanConfig
-from .weights import (QUANTIZED_MAX_ROWS, Int4Weight, Int8Weight, LayerWeights, LeanWeights, PackedWeight, can_pack,
+from .weights import (FEW_ROWS, Int4Weight, Int8Weight, LayerWeights, LeanWeights, PackedWeight, TileWeight,
+                      can_pack,
                       pack, weights_from_hf)
 
 ROW_BY_ROW_MAX = 19   # rows of a verification (K + 1, K <= 18) that attend one by one below float32
-assert ROW_BY_ROW_MAX <= QUANTIZED_MAX_ROWS   # verification rows must run the decode step's kernels
+assert ROW_BY_ROW_MAX <= FEW_ROWS   # verification rows must run the decode step's kernels
 
 
 def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ w.T + bias for every kind of weight the lean model holds. Below float32 a row's bits
     must not depend on how many rows come with it (verification rows equal decode steps): the
-    quantized and packed kernels keep that up to QUANTIZED_MAX_ROWS rows, and the plain bf16 path
+    tile, quantized and packed kernels keep that up to FEW_ROWS rows, and the plain bf16 path
     adds the bias apart, so that one row (mv) and several (GEMM) round alike."""
+    if isinstance(w, TileWeight):
+        if x.shape[0] <= FEW_ROWS and not torch.compiler.is_compiling():
+            return w.mm(x, bias)
+        w = w.dense
     if isinstance(w, (Int8Weight, Int4Weight)):
-        if x.shape[0] <= QUANTIZED_MAX_ROWS:
+        if x.shape[0] <= FEW_ROWS:
             out = w.mm(x.contiguous())
             return out if bias is None else out + bias
         w = w.dense

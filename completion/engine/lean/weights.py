@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import native
 from .config import LeanConfig
 
 PACK_ROWS = 128   # the row count oneDNN lays packed weights out for (256, a prefill chunk, measured no faster)
@@ -54,22 +55,62 @@ def can_pack(weights: "LeanWeights") -> bool:
 
 
 def pack(weights: "LeanWeights") -> None:
-    """The dense projections as PackedWeight (lm_head stays plain: a prefill needs one row of it,
-    which `mv` computes as fast, and packing it would copy the largest matrix)."""
+    """The dense projections as PackedWeight (lm_head stays plain for oneDNN: a prefill needs one
+    row of it, which `mv` computes as fast, and packing it would copy the largest matrix); then,
+    where the tile kernel runs, every projection and lm_head also as TileWeight for few rows."""
     for w in weights.layers:
         w.qkv, w.o = PackedWeight.of(w.qkv), PackedWeight.of(w.o)
         if w.gate_up is not None:
             w.gate_up, w.down = PackedWeight.of(w.gate_up), PackedWeight.of(w.down)
+    if native.available() and all(tileable(m) for m in dense_matrices(weights)):
+        for w in weights.layers:
+            w.qkv, w.o = TileWeight.of(w.qkv), TileWeight.of(w.o)
+            if w.gate_up is not None:
+                w.gate_up, w.down = TileWeight.of(w.gate_up), TileWeight.of(w.down)
+        weights.lm_head = TileWeight.of(weights.lm_head)
 
 
-# Rows up to which a quantized weight runs its own kernel. torch's weight-only int8/int4 CPU
+def dense_matrices(weights: "LeanWeights") -> list:
+    mats = [weights.lm_head]
+    for w in weights.layers:
+        mats += [m for m in (w.qkv, w.o, w.gate_up, w.down) if m is not None]
+    return mats
+
+
+def tileable(w) -> bool:
+    plain = w.dense if isinstance(w, PackedWeight) else w
+    return plain.dtype == torch.bfloat16 and plain.shape[1] % native.K_MULTIPLE == 0
+
+
+@dataclass
+class TileWeight:
+    """A bf16 weight also in the AMX tile kernel's layout (native.py, kernels/bf16_rows.c), for
+    1 to FEW_ROWS rows: it reads the weight once for up to 16 rows, so a verification of K + 1
+    rows costs about one decode step, and a row's bits never depend on the rows beside it.
+    Qwen2.5-Coder-0.5B, all matrices of a step, 2 threads: 36 ms for 1 to 16 rows where oneDNN
+    (packed) with `mv` for lm_head took 43 ms for one row and 48-51 for 8-16. Longer inputs
+    (prefill chunks) use `dense`. The cost is memory: one more copy of the weights (~1 GB)."""
+    packed: torch.Tensor                 # [N/64, K/2, 64, 2]
+    n: int
+    dense: torch.Tensor | PackedWeight   # the weight it came from, for long inputs
+
+    @classmethod
+    def of(cls, w: torch.Tensor | PackedWeight) -> "TileWeight":
+        plain = w.dense if isinstance(w, PackedWeight) else w
+        return cls(native.pack_rows(plain), plain.shape[0], w)
+
+    def mm(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return native.rows_mm(x, self.packed, self.n, None if bias is None else bias.float())
+
+
+# Rows up to which a quantized or tile weight runs its own kernel. torch's weight-only int8/int4 CPU
 # kernels read fewer bytes, which wins while a product is bound by reading the weight (decode
 # steps, verifications), but they do not use the matrix units: at 128 rows (a prefill chunk) they
 # are ~10x slower than bf16 (Qwen2.5-Coder-0.5B's gate|up: 13-15 ms vs 1.5 ms). Longer inputs use
 # the bf16 weight the quantized one came from (packed when it was). The
 # bound covers every verification (model.ROW_BY_ROW_MAX rows), so each verification row still
 # gets the bits of the one-token step at its position.
-QUANTIZED_MAX_ROWS = 32
+FEW_ROWS = 32
 
 
 @dataclass
@@ -79,7 +120,7 @@ class Int8Weight:
     path is several times slower than f32 `linear`), so int8 runs with a bf16 model."""
     q: torch.Tensor       # [N, K] int8
     scale: torch.Tensor   # [N], the activations' dtype
-    dense: torch.Tensor | PackedWeight   # the bf16 weight it came from (see QUANTIZED_MAX_ROWS)
+    dense: torch.Tensor | PackedWeight   # the bf16 weight it came from (see FEW_ROWS)
 
     @classmethod
     def of(cls, w: torch.Tensor) -> "Int8Weight":
@@ -112,7 +153,7 @@ class Int4Weight:
     packed: torch.Tensor         # [N, K / 2] uint8, the kernel's own layout
     scales_zeros: torch.Tensor   # [K / group, N, 2] bf16
     group: int
-    dense: torch.Tensor | PackedWeight   # the bf16 weight it came from (see QUANTIZED_MAX_ROWS)
+    dense: torch.Tensor | PackedWeight   # the bf16 weight it came from (see FEW_ROWS)
 
     @classmethod
     def of(cls, w: torch.Tensor, group: int = INT4_GROUP) -> "Int4Weight":
@@ -163,7 +204,7 @@ class LeanWeights:
 def quantize(weights: LeanWeights, precision: str) -> None:
     """Dense projections and lm_head to weight-only `precision` ("int8" or "int4"); MoE experts,
     norms, biases and the embedding stay as they are. The bf16 weights stay referenced (they are
-    the Hugging Face model's own, and long inputs run on them: QUANTIZED_MAX_ROWS).
+    the Hugging Face model's own, and long inputs run on them: FEW_ROWS).
     lm_head is quantized too: it is the largest matrix a decode step reads (Qwen2.5-Coder-0.5B:
     15.5 ms of a step in bf16, 9 in int8, 3.9 in int4) and costs little agreement (greedy token
     kept at 97.9% of positions with it int8 vs 98.7% with it bf16; int4 84% vs 85% at groups of 64)."""
@@ -176,6 +217,8 @@ def quantize(weights: LeanWeights, precision: str) -> None:
     if weights.embed.device.type != "cpu":   # torch has these kernels for the CPU only (int4 CUDA packs differently)
         raise ValueError(f"{precision} weights are CPU-only here; this model is on {weights.embed.device}")
     def of(w):
+        if isinstance(w, TileWeight):     # the quantized kernel takes the few rows instead
+            w = w.dense
         if isinstance(w, PackedWeight):   # quantize the plain matrix; long inputs keep the packed one
             q = QUANTIZERS[precision](w.dense)
             q.dense = w

@@ -1,0 +1,135 @@
+"""The few-row bf16 kernel (kernels/bf16_rows.c): built once with the machine's C compiler into the
+user cache, loaded with ctypes, used where the CPU has AMX (Intel Sapphire Rapids and later).
+
+Nothing here is required: without a compiler, without AMX, or with EYAS_NATIVE=0 the lean model
+keeps torch's kernels (`available()` is False and says why in `reason()`).
+
+    python -c 'from completion.engine.lean import native; native.report()'   # build now (make install does)
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("kernels") / "bf16_rows.c"
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile", "amx_bf16")
+CFLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16",
+          "-fopenmp", "-shared", "-fPIC"]
+GROUP = 64          # outputs per packed weight stream (kernels/bf16_rows.c)
+K_MULTIPLE = 32     # input columns per tile step
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def kernel_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "eyas" / "kernels"
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def build() -> Path:
+    """The shared library for this source, compiled into the cache on first use (to a temporary
+    name, then renamed: a concurrent or interrupted build never leaves a half-written library)."""
+    source = SOURCE.read_bytes()
+    tag = hashlib.sha256(source + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    lib = kernel_dir() / f"bf16_rows-{tag}.so"
+    if lib.exists():
+        return lib
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        raise RuntimeError("no C compiler (gcc) to build the bf16 kernel")
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=lib.name, dir=lib.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *CFLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"building {SOURCE.name} failed: {proc.stderr.strip()[-600:]}")
+        os.replace(tmp, lib)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return lib
+
+
+def _load() -> None:
+    if os.environ.get("EYAS_NATIVE", "1") == "0":
+        _state["reason"] = "EYAS_NATIVE=0"
+        return
+    missing = [f for f in CPU_FLAGS if f not in cpu_flags()]
+    if missing:
+        _state["reason"] = f"this CPU lacks {', '.join(missing)}"
+        return
+    try:
+        lib = ctypes.CDLL(str(build()))
+    except (RuntimeError, OSError) as e:
+        _state["reason"] = str(e)
+        return
+    if lib.eyas_amx_init() != 0:
+        _state["reason"] = "the kernel refused AMX (arch_prctl ARCH_REQ_XCOMP_PERM failed)"
+        return
+    fn = lib.eyas_bf16_rows
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    fn.restype = None
+    _state["fn"] = fn
+
+
+def _ensure() -> dict:
+    with _lock:
+        if not _state:
+            _load()
+    return _state
+
+
+def available() -> bool:
+    return "fn" in _ensure()
+
+
+def reason() -> str:
+    """Why the kernel is not in use ('' when it is)."""
+    return _ensure().get("reason", "")
+
+
+def pack_rows(w: torch.Tensor) -> torch.Tensor:
+    """A bf16 [N, K] weight (K a multiple of 32) in the kernel's layout: [N/64, K/2, 64, 2], N padded."""
+    n, k = w.shape
+    if w.dtype != torch.bfloat16 or k % K_MULTIPLE:
+        raise ValueError(f"the tile kernel takes bf16 weights with columns a multiple of {K_MULTIPLE}, "
+                         f"not {w.dtype} {n}x{k}")
+    padded = -(-n // GROUP) * GROUP
+    if padded != n:
+        w = torch.cat([w, w.new_zeros(padded - n, k)])
+    return w.reshape(padded // GROUP, GROUP, k // 2, 2).transpose(1, 2).contiguous()
+
+
+def rows_mm(x: torch.Tensor, packed: torch.Tensor, n: int, bias: torch.Tensor | None = None,
+            out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """x [M, K] bf16 @ w.T (+ bias, float32 [N]) with w as pack_rows made it; out [M, N] bf16 or float32."""
+    x = x.contiguous()
+    out = torch.empty(x.shape[0], n, dtype=out_dtype)
+    _state["fn"](x.data_ptr(), x.shape[0], x.shape[1], packed.data_ptr(), n,
+                 None if bias is None else bias.data_ptr(), out.data_ptr(), int(out_dtype == torch.float32),
+                 torch.get_num_threads())
+    return out
+
+
+def report() -> None:
+    print(f"bf16 tile kernel: {'in use (' + str(build()) + ')' if available() else 'not in use: ' + reason()}")
