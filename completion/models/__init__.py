@@ -131,6 +131,10 @@ def resolve_model(spec: str | None, *, progress: bool = True) -> str:
                      "a .gguf file or a hub id (org/name); `eyas models` lists the names")
 
 
+def ships_draft(entry: PackagedModel | ShippedModel | None) -> bool:
+    return entry is not None and entry.draft is not None and (entry.draft / "config.json").exists()
+
+
 def resolve_draft(model: str | None, draft: str | None) -> str | None:
     """The drafter to load: none by default or for "none"; "embedded" is the drafter shipped with the
     chosen model (a drafter only fits the target it was trained on). The pocket drafter is not on
@@ -140,8 +144,8 @@ def resolve_draft(model: str | None, draft: str | None) -> str | None:
         return None
     if draft == SHIPPED_DRAFT:
         entry = MODELS.get(model or DEFAULT_MODEL)
-        if entry is None or entry.draft is None or not (entry.draft / "config.json").exists():
-            shipped = [name for name, m in MODELS.items() if m.draft is not None and (m.draft / "config.json").exists()]
+        if not ships_draft(entry):
+            shipped = [name for name, m in MODELS.items() if ships_draft(m)]
             raise ModelError(f"no drafter ships with {model or DEFAULT_MODEL!r} (drafters ship with: "
                              f"{', '.join(shipped) or 'none'}; or give a drafter directory)")
         return str(entry.draft)

@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from .cache import RopeTables, StaticKVCache
 from .config import LeanConfig
 from .weights import (FEW_ROWS, Int4Weight, Int8Weight, LayerWeights, LeanWeights, PackedWeight, TileWeight,
-                      can_pack,
-                      pack, weights_from_hf)
+                      can_pack, pack, weights_from_hf)
 
 ROW_BY_ROW_MAX = 19   # rows of a verification (K + 1, K <= 18) that attend one by one below float32
 assert ROW_BY_ROW_MAX <= FEW_ROWS   # verification rows must run the decode step's kernels

@@ -135,7 +135,7 @@ def report() -> None:
     print(f"bf16 tile kernel: {'in use (' + str(build()) + ')' if available() else 'not in use: ' + reason()}")
 
 
-FEW_ROWS = 32   # rows up to which TileLinear runs the kernel (as the lean model's TileWeight)
+FEW_ROWS = 32   # rows up to which the lean model's few-row kernels (and TileLinear) run: weights.FEW_ROWS
 
 
 def tile_ready(weight: torch.Tensor) -> bool:

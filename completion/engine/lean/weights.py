@@ -110,7 +110,7 @@ class TileWeight:
 # the bf16 weight the quantized one came from (packed when it was). The
 # bound covers every verification (model.ROW_BY_ROW_MAX rows), so each verification row still
 # gets the bits of the one-token step at its position.
-FEW_ROWS = 32
+FEW_ROWS = native.FEW_ROWS
 
 
 @dataclass
