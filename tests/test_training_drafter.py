@@ -355,6 +355,24 @@ def test_trainer_reduces_loss_and_saves_a_loadable_drafter(synth_dir, target, tm
         continue_from(build_drafter(target, ds, replace(cfg, num_layers=3), mask_token_id=V - 1), out, target, ds)
 
 
+def test_bf16_autocast_trains_with_float32_master_weights(synth_dir, target):
+    from completion.training.peagle_trainer import DrafterTrainer
+
+    cfg = TrainConfig(steps=30, lr=3e-3, warmup=3, depth=6, draft_vocab=256, log_every=10, ckpt_every=1e9,
+                      autocast="bf16")
+    ds = SynthDataset(synth_dir)
+    drafter = build_drafter(target, ds, cfg, mask_token_id=V - 1)
+    trainer = DrafterTrainer(drafter, target, ds, cfg, log=None)
+    before = eval_loss(drafter, trainer.targets, ds, cfg)
+    trainer.run()
+    drafter.train().requires_grad_(True)
+    after = eval_loss(drafter, trainer.targets, ds, cfg)
+    assert after < 0.8 * before, (before, after)
+    assert all(p.dtype == torch.float32 for p in trainer.params)
+    with pytest.raises(ValueError, match="autocast"):
+        TrainConfig(autocast="fp16")
+
+
 def test_trainer_resumes_from_its_checkpoint(synth_dir, target, tmp_path):
     from completion.training.peagle_trainer import DrafterTrainer
 

@@ -90,6 +90,7 @@ class TrainConfig:
     eval_every: int = 0             # > 0 (and held-out data given): held-out AL every this many steps
     ckpt_every: float = 120.0       # seconds
     minutes: float = 0.0            # > 0: fit `steps` to this wall-clock budget (TimeBudget)
+    autocast: str = "none"          # "bf16": forward and backward matmuls in bf16 (fp32 master weights)
 
     def __post_init__(self):
         if self.method not in ("peagle", "eagle3"):
@@ -97,7 +98,7 @@ class TrainConfig:
         if self.method == "peagle" and not 0 < self.r_min <= self.r <= 1:
             raise ValueError("COD needs 0 < r_min <= r <= 1")
         for name, allowed in (("embeddings", ("own", "shared")), ("warm", ("none", "last-layer")),
-                              ("supervise", ("generated", "all"))):
+                              ("supervise", ("generated", "all")), ("autocast", ("none", "bf16"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
@@ -581,15 +582,17 @@ class DrafterTrainer:
         for g in self.opt.param_groups:
             g["lr"] = lr
         loss = 0.0
+        device = self.drafter.fc.weight.device.type
         for _ in range(cfg.seqs_per_step):
             sample = self.next_sample()
-            if cfg.method == "peagle":
-                now = replace(cfg, depth=cfg.depth_at(self.step))
-                loss += peagle_sequence_step(self.drafter, self.targets, sample, now, self.generator, self.metrics,
-                                             scale=1.0 / cfg.seqs_per_step)
-            else:
-                loss += eagle3_sequence_step(self.drafter, self.targets, sample, cfg, self.metrics,
-                                             scale=1.0 / cfg.seqs_per_step)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.autocast == "bf16"):
+                if cfg.method == "peagle":
+                    now = replace(cfg, depth=cfg.depth_at(self.step))
+                    loss += peagle_sequence_step(self.drafter, self.targets, sample, now, self.generator,
+                                                 self.metrics, scale=1.0 / cfg.seqs_per_step)
+                else:
+                    loss += eagle3_sequence_step(self.drafter, self.targets, sample, cfg, self.metrics,
+                                                 scale=1.0 / cfg.seqs_per_step)
             self.seen += 1
             self.tokens += len(sample.ids)
         if cfg.grad_clip:
