@@ -411,3 +411,19 @@ def test_shipped_drafter_is_opt_in():
     for model in ("/models/other", None, "qwen2.5-coder-0.5b"):   # no drafter ships with them
         with pytest.raises(ModelError, match="no drafter ships with"):
             resolve_draft(model, "embedded")
+
+
+def test_an_unset_draft_speculates_only_where_verification_is_cheap(tmp_path, monkeypatch):
+    import dataclasses
+
+    from completion import models
+    assert models.default_draft("pocket", "bf16", "cpu") is None        # the toy's drafter stays opt-in
+    (tmp_path / "config.json").write_text("{}")
+    entry = dataclasses.replace(models.MODELS["qwen2.5-coder-0.5b"], draft=tmp_path)
+    monkeypatch.setitem(models.MODELS, "qwen2.5-coder-0.5b", entry)
+    assert models.default_draft(None, "bf16", "cpu") == models.SHIPPED_DRAFT
+    assert models.default_draft("qwen2.5-coder-0.5b", "bf16", "cuda:0") == models.SHIPPED_DRAFT
+    assert models.default_draft("qwen2.5-coder-0.5b", "int4", "cuda") == models.SHIPPED_DRAFT
+    for precision in ("float32", "int8", "int4"):     # a CPU row of these costs ~2x: plain is faster
+        assert models.default_draft(None, precision, "cpu") is None
+    assert models.resolve_draft(None, models.default_draft(None, "bf16", "cpu")) == str(tmp_path)

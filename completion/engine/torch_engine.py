@@ -25,7 +25,7 @@ from typing import AsyncIterator, Protocol
 
 import torch
 
-from completion.models import DEFAULT_MODEL, read_metadata, resolve_draft, resolve_model
+from completion.models import DEFAULT_MODEL, default_draft, read_metadata, resolve_draft, resolve_model
 
 from . import PRECISIONS
 from .base import Chunk, EngineInfo, GenerationParams, Stats
@@ -184,9 +184,11 @@ class TorchEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_model(model)
-        draft_path = resolve_draft(model, draft)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         precision = resolve_precision(precision, device)
+        if draft is None:
+            draft = default_draft(model, precision, device)
+        draft_path = resolve_draft(model, draft)
         quantized = precision in QUANTIZED
         if quantized and impl == "hf":
             raise ValueError(f"{precision} weights need the lean forward (impl 'lean')")

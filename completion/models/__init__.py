@@ -135,11 +135,20 @@ def ships_draft(entry: PackagedModel | ShippedModel | None) -> bool:
     return entry is not None and entry.draft is not None and (entry.draft / "config.json").exists()
 
 
+def default_draft(model: str | None, precision: str, device: str) -> str | None:
+    """What an unset `draft` means: the drafter shipped with a packaged model where speculation pays,
+    i.e. where verifying K+1 rows costs about one row: bf16 (the CPU tile kernel, or a GPU) or any GPU
+    precision. On a CPU, float32 and weight-only int8/int4 rows cost ~2x one row (docs/
+    qwen2.5-coder-0.5b.md#speed), so those decode plain. The pocket drafter is never on by default:
+    it decodes HumanEval only 1.10x faster than plain at one thread (docs/pocket.md)."""
+    entry = MODELS.get(model or DEFAULT_MODEL)
+    pays = not device.startswith("cpu") or precision == "bf16"
+    return SHIPPED_DRAFT if isinstance(entry, PackagedModel) and ships_draft(entry) and pays else None
+
+
 def resolve_draft(model: str | None, draft: str | None) -> str | None:
-    """The drafter to load: none by default or for "none"; "embedded" is the drafter shipped with the
-    chosen model (a drafter only fits the target it was trained on). The pocket drafter is not on
-    by default: it decodes HumanEval only 1.10x faster than plain at one thread (compiled), and the
-    earlier v9 drafter was 1.2x slower than plain on the engines bench's library source (docs/pocket.md)."""
+    """The drafter to load: none for None or "none"; "embedded" is the drafter shipped with the
+    chosen model (a drafter only fits the target it was trained on)."""
     if not draft or draft == NO_DRAFT:
         return None
     if draft == SHIPPED_DRAFT:
