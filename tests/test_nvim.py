@@ -78,6 +78,8 @@ def test_ghost_text_in_neovim(tmp_path):
     before = steps["shown"]["before"]
     offset = sum(len(line.encode()) + 1 for line in before[:row - 1]) + col
     assert text and buffer.encode()[offset:offset + len(text.encode())] == text.encode()
+    # the real default model's suggestion after `def add(a, b):`, not just some text
+    assert text.strip().splitlines()[0] == "return a + b", text
     # the server counted what it showed and what was accepted (the item's command)
     status = steps["status"]
     assert status["state"] == "ready" and status["accepted"] >= 1 and status["shown"] >= 1
