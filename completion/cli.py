@@ -50,11 +50,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                                                  "(default: qwen2.5-coder-0.5b)")
     p.add_argument("--draft", default=None,
                    help="P-EAGLE drafter directory or hub id; 'embedded': the drafter shipped with the "
-                        "model (pocket's; default: none)")
+                        "model; 'none': decode plain (default: the shipped drafter where speculation pays, "
+                        "i.e. in bf16 or on a GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="torch engine: float32, bf16, or weight-only int8 / int4 (lean forward); "
-                        "auto (default): bf16 on a GPU, int8 on a CPU (measured: docs/qwen2.5-coder-0.5b.md)")
+                        "auto (default): bf16 on a GPU and on a CPU with AMX (the tile kernel), else int8 "
+                        "(measured: docs/qwen2.5-coder-0.5b.md)")
     p.add_argument("--impl", choices=("lean", "hf"), default=None,
                    help="torch engine forward: lean (ours, static KV cache) or hf (Hugging Face, the reference); "
                         "default: lean where it supports the model")
