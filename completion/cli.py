@@ -10,6 +10,7 @@
     eyas bench floor ...                        the lean decode step against the memory-bandwidth floor
     eyas eval acceptance|infill ...             model quality on HumanEval
     eyas stats [--db PATH] [--json]             acceptance and latency from the local telemetry
+    eyas adapt [REPO] [--status|--reset]        fine-tune the drafter on a repository, in the user cache
     eyas engine serve [--engine torch|vllm]     the engine daemon editor windows share
     eyas train pocket|synth|drafter|drafter-fit training (target, drafter data, P-EAGLE / EAGLE-3
                                                 drafter, the quick in-memory drafter fit)
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("models", help="model names, sizes, what is installed and what is converted (--json)")
     sub.add_parser("stats", help="acceptance and latency from the local telemetry (nothing leaves the machine)")
+    sub.add_parser("adapt", help="fine-tune the drafter on a repository (--status, --reset; nothing leaves the machine)")
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["models"]:
@@ -179,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["stats"]:   # its own options (argparse would take them for the top parser's)
         from completion.telemetry import main as stats
         return stats(argv[1:])
+    if argv[:1] == ["adapt"]:
+        from completion.adapt import main as adapt
+        return adapt(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "serve":
         from lsp_server.config import ServerConfig

@@ -122,6 +122,14 @@ class LazyChunks:
 
 def code_source(tokenizer_json: Path, fim_rate: float, files: int = 6000, heldout: bool = False, seed: int = 0):
     """A PromptSource over real code for a target with this tokenizer (see the module doc)."""
+    drawn = draw_files(files, heldout, seed)
+    if not drawn:
+        raise SystemExit("no source files found on this machine (Python's standard library is missing?)")
+    return files_source(drawn, tokenizer_json, fim_rate)
+
+
+def files_source(files: list[CodeFile], tokenizer_json: Path, fim_rate: float):
+    """A PromptSource over these files (tokenized as they are drawn)."""
     from tokenizers import Tokenizer
 
     from completion.prompt import ENDOFTEXT, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME
@@ -133,10 +141,7 @@ def code_source(tokenizer_json: Path, fim_rate: float, files: int = 6000, heldou
     special = {t: tok.token_to_id(t) for t in (ENDOFTEXT, FILE_SEP, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, REPO_NAME)}
     if None in special.values():
         raise SystemExit(f"{tokenizer_json} lacks the FIM / repo-level tokens {special}: not a Qwen Coder tokenizer")
-    drawn = draw_files(files, heldout, seed)
-    if not drawn:
-        raise SystemExit("no source files found on this machine (Python's standard library is missing?)")
-    return PromptSource(LazyChunks(drawn, lambda text: encode_plain(tok, [text])[0]),
+    return PromptSource(LazyChunks(files, lambda text: encode_plain(tok, [text])[0]),
                         lambda text: encode_plain(tok, [text])[0],
                         lambda ids: tok.decode(list(map(int, ids)), skip_special_tokens=False), special, fim_rate)
 

@@ -325,8 +325,9 @@ def target_fingerprint(target_dir: Path) -> str:
 
 def synthesize(model, source: PromptSource, out_dir: Path, cfg: SynthConfig, *, aux_layer_ids: tuple[int, ...],
                stop_ids: set[int], target_id: str = "", log: Path | None = None,
-               shard_filter=None) -> dict:
-    """Write the shards of `cfg` into `out_dir`, skipping those the manifest already lists."""
+               shard_filter=None, deadline: float | None = None) -> dict:
+    """Write the shards of `cfg` into `out_dir`, skipping those the manifest already lists; with a
+    `deadline` (time.monotonic()), stop after the shard that ends past it (one shard at least)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST
@@ -345,6 +346,9 @@ def synthesize(model, source: PromptSource, out_dir: Path, cfg: SynthConfig, *, 
                   f"{len(todo)} to go -> {out_dir}")
     t0 = time.perf_counter()
     for n, k in enumerate(todo):
+        if deadline is not None and n and time.monotonic() >= deadline:
+            log_line(log, f"synthesis: the time budget is spent after {n} of {len(todo)} shards")
+            break
         ts = time.perf_counter()
         rng = random.Random(f"{cfg.seed}-{k}")
         count = min(cfg.shard_size, cfg.samples - k * cfg.shard_size)
