@@ -105,6 +105,9 @@ async def _complete(args) -> int:
         raise SystemExit(f"cannot read {path}: {exc}")
     cursor = cursor_offset(text, line, col)
     options = {"impl": args.impl, "precision": args.precision} if args.engine in ("torch", "daemon") else {}
+    if args.engine == "torch":   # a drafter `eyas adapt` fitted to the file's repository, if any
+        from completion.adapt import repo_root
+        options["workspace"] = str(repo_root(path))
     engine = load_engine(args.engine, args.model, device=args.device, draft=args.draft, **options,
                          **({"compile_steps": True} if args.compile else {}))
     trees = DocumentTrees()

@@ -61,6 +61,7 @@ class EyasServer(LanguageServer):
         self.initialized = False
         self.inline_client = False     # the client speaks textDocument/inlineCompletion
         self.repo = "workspace"
+        self.root: Path | None = None                    # the workspace folder (an adapted drafter's key)
         self.line_indexes: dict[str, LineIndex] = {}   # per document, rebuilt when its text changes
         self.cache = CompletionCache()
         # background work that every real request cancels: a pre-fetch, and a KV warm-up after it
@@ -103,7 +104,8 @@ class EyasServer(LanguageServer):
         daemon or remote server and a way to report the daemon's loading progress."""
         cfg = self.config
         if cfg.engine == "torch":
-            return {"impl": cfg.impl, "precision": cfg.precision, "compile_steps": cfg.compile}
+            return {"impl": cfg.impl, "precision": cfg.precision, "compile_steps": cfg.compile,
+                    "workspace": str(self.root) if self.root else None}
         loop = asyncio.get_running_loop()
 
         def progress(message: str) -> None:   # called from the loading thread
@@ -219,7 +221,8 @@ def _register(ls: EyasServer) -> None:
         root = (params.workspace_folders or [None])[0]
         root_uri = root.uri if root else params.root_uri
         if root_uri:
-            ls.repo = Path(to_fs_path(root_uri) or root_uri).name or ls.repo
+            ls.root = Path(to_fs_path(root_uri) or root_uri)
+            ls.repo = ls.root.name or ls.repo
         ls.apply_settings(params.initialization_options)
         ls.initialized = True
 

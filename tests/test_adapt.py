@@ -122,3 +122,22 @@ def test_a_killed_run_leaves_the_previous_drafter_and_the_next_reuses_its_data(t
     assert f"{len(shards)} done" in log.read_text().split("held-out AL before")[-2]   # the data was reused
     if not record["kept"]:
         assert {p.name: p.read_bytes() for p in previous.iterdir()} == before
+
+
+def test_an_unset_draft_prefers_the_workspaces_adapted_drafter(tmp_path, cache, monkeypatch):
+    import dataclasses
+
+    from completion import models
+    repo = make_repo(tmp_path, n=2)
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "config.json").write_text("{}")
+    monkeypatch.setitem(models.MODELS, models.DEFAULT_MODEL,
+                        dataclasses.replace(models.MODELS[models.DEFAULT_MODEL], draft=shipped))
+    assert models.default_draft(None, "bf16", "cpu", str(repo)) == models.SHIPPED_DRAFT
+    adapted = adapt.repo_dir(repo) / "drafter"
+    adapted.mkdir(parents=True)
+    (adapted / "provenance.json").write_text(json.dumps({"model": models.DEFAULT_MODEL}))
+    assert models.default_draft(None, "bf16", "cpu", str(repo / "bisect.py")) == str(adapted)
+    assert models.default_draft(None, "int8", "cpu", str(repo)) is None      # plain where speculation loses
+    assert models.default_draft("pocket", "bf16", "cpu", str(repo)) is None

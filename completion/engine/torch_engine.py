@@ -172,22 +172,24 @@ class TorchEngine:
 
     @classmethod
     def load(cls, model: str | None = None, *, device: str | None = None, precision: str | None = None,
-             draft: str | None = None, impl: str | None = None, compile_steps: bool = False) -> "TorchEngine":
+             draft: str | None = None, impl: str | None = None, compile_steps: bool = False,
+             workspace: str | None = None) -> "TorchEngine":
         """`model`: a name, directory, .gguf file or hub id (completion.models.resolve_model).
         `precision`: see resolve_precision; None keeps the checkpoint's arithmetic exact (float32 on
-        a CPU, bf16 on a GPU), which is what tests comparing against the reference want."""
+        a CPU, bf16 on a GPU), which is what tests comparing against the reference want.
+        `workspace`: the editor's folder; an unset draft prefers a drafter adapted to it (eyas adapt)."""
         return on_model_thread(cls._load, model, device=device, precision=precision, draft=draft, impl=impl,
-                               compile_steps=compile_steps)
+                               compile_steps=compile_steps, workspace=workspace)
 
     @classmethod
-    def _load(cls, model, *, device, precision, draft, impl, compile_steps) -> "TorchEngine":
+    def _load(cls, model, *, device, precision, draft, impl, compile_steps, workspace=None) -> "TorchEngine":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_model(model)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         precision = resolve_precision(precision, device)
         if draft is None:
-            draft = default_draft(model, precision, device)
+            draft = default_draft(model, precision, device, workspace)
         draft_path = resolve_draft(model, draft)
         quantized = precision in QUANTIZED
         if quantized and impl == "hf":

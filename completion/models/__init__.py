@@ -135,15 +135,23 @@ def ships_draft(entry: PackagedModel | ShippedModel | None) -> bool:
     return entry is not None and entry.draft is not None and (entry.draft / "config.json").exists()
 
 
-def default_draft(model: str | None, precision: str, device: str) -> str | None:
+def default_draft(model: str | None, precision: str, device: str, workspace: str | None = None) -> str | None:
     """What an unset `draft` means: the drafter shipped with a packaged model where speculation pays,
     i.e. where verifying K+1 rows costs about one row: bf16 (the CPU tile kernel, or a GPU) or any GPU
     precision. On a CPU, float32 and weight-only int8/int4 rows cost ~2x one row (docs/
     qwen2.5-coder-0.5b.md#speed), so those decode plain. The pocket drafter is never on by default:
-    it decodes HumanEval only 1.10x faster than plain at one thread (docs/pocket.md)."""
-    entry = MODELS.get(model or DEFAULT_MODEL)
-    pays = not device.startswith("cpu") or precision == "bf16"
-    return SHIPPED_DRAFT if isinstance(entry, PackagedModel) and ships_draft(entry) and pays else None
+    it decodes HumanEval only 1.10x faster than plain at one thread (docs/pocket.md). A drafter
+    that `eyas adapt` fitted to the `workspace` comes before the shipped one."""
+    name = model or DEFAULT_MODEL
+    entry = MODELS.get(name)
+    if not (isinstance(entry, PackagedModel) and ships_draft(entry)):
+        return None
+    if device.startswith("cpu") and precision != "bf16":
+        return None
+    if workspace:
+        from completion.adapt import adapted_draft
+        return adapted_draft(Path(workspace), name) or SHIPPED_DRAFT
+    return SHIPPED_DRAFT
 
 
 def resolve_draft(model: str | None, draft: str | None) -> str | None:
