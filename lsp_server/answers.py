@@ -41,6 +41,7 @@ async def complete_at(ls, uri: str, position: types.Position, *, candidates: int
     document wins."""
     if not ls.initialized:
         raise JsonRpcServerNotInitialized("the server has not been initialized: send initialize first")
+    ls.engine_wanted()
     if ls.trees.get(uri) is None:
         log.info("completion for a document that is not open: %s", uri)
         return None
@@ -136,6 +137,7 @@ async def _prefetch(ls, uri: str, text: str, cursor: int, language_id: str) -> N
 def warm(ls, uri: str) -> None:
     """Prefill the document's next prompt in idle time: after any pre-fetch under way, and only
     for the latest edit (a newer one restarts the wait)."""
+    ls.engine_wanted()
     if ls.config.prefetch and ls.completer is not None and not ls.inflight:
         if ls.warming is not None:
             ls.warming.cancel()

@@ -6,7 +6,7 @@ Client keys are camelCase as editors write them:
      "model": "<dir or hub id>", "draft": "<drafter dir or hub id>",
      "device": "cpu", "precision": "auto" | "float32" | "bf16" | "int8" | "int4", "impl": "lean" | "hf", "compile": false, "maxTokens": 64, "temperature": 0.0, "topP": 1.0,
      "requestTimeout": 20, "enable": {"*": true, "markdown": false}, "speculativeK": 4,
-     "cache": true, "prefetch": true,
+     "cache": true, "prefetch": true, "adapt": "off" | "idle",
      "multiline": "auto" | "always" | "never" | {"*": "auto", "markdown": "never"}}
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ from completion.engine import ENGINE_KINDS, PRECISIONS
 _KEYS = {"engine": "engine", "model": "model", "draft": "draft", "device": "device", "precision": "precision", "impl": "impl",
          "compile": "compile", "maxTokens": "max_tokens", "temperature": "temperature", "topP": "top_p",
          "requestTimeout": "request_timeout_s", "enable": "enable", "url": "url", "apiKeyEnv": "api_key_env",
-         "speculativeK": "speculative_k", "multiline": "multiline", "cache": "cache", "prefetch": "prefetch"}
+         "speculativeK": "speculative_k", "multiline": "multiline", "cache": "cache", "prefetch": "prefetch",
+         "adapt": "adapt"}
 _LOAD_KEYS = ("engine", "model", "draft", "device", "precision", "impl", "compile", "url", "api_key_env")   # a change reloads the model
 
 
@@ -43,6 +44,7 @@ class ServerConfig:
     multiline: dict[str, str] = field(default_factory=lambda: {"*": "auto"})   # per language id
     cache: bool = True                # answer typed-through requests from recent completions
     prefetch: bool = True             # compute the next completion as if the shown one were accepted
+    adapt: str = "off"                # "idle": fit the drafter to the workspace while the user is away
 
     def enabled_for(self, language_id: str | None) -> bool:
         return self.enable.get(language_id or "", self.enable.get("*", True))
@@ -102,6 +104,8 @@ def _check(name: str, value):
             value = {"*": value}
         ok = isinstance(value, dict) and all(v in modes for v in value.values())
         return value if ok else f"!expected one of {', '.join(modes)} or an object of language id -> mode, got {value!r}"
+    if name == "adapt":
+        return value if value in ("off", "idle") else f"!expected off or idle, got {value!r}"
     if name in ("cache", "prefetch", "compile"):
         return value if isinstance(value, bool) else f"!expected true or false, got {value!r}"
     if name == "enable":

@@ -29,6 +29,7 @@ from completion.telemetry import Telemetry, default_path
 
 from .answers import CANDIDATES, complete_at, warm
 from .config import ServerConfig
+from .idle_adapt import IdleAdapter, adapt_command
 from .positions import LineIndex, PositionError
 
 log = logging.getLogger("eyas")
@@ -68,6 +69,7 @@ class EyasServer(LanguageServer):
         self.prefetching: asyncio.Task | None = None
         self.warming: asyncio.Task | None = None
         self.prefetched = self.warmed = 0
+        self.adapter: IdleAdapter | None = None        # the `adapt: idle` run, if one was started
         self.last_cursor: dict[str, int] = {}          # per document: where completions were last asked
 
     # -- model ---------------------------------------------------------------------------------
@@ -90,6 +92,7 @@ class EyasServer(LanguageServer):
             self.completer = Completer(engine, self.trees, self._settings())
             self.engine_state = "ready"
             log.info("engine ready: %s", engine.info)
+            self.start_adapting()
         except Exception as exc:   # a broken model must not take the server down
             self.engine_state, self.engine_error = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("engine failed to load")
@@ -150,10 +153,46 @@ class EyasServer(LanguageServer):
         if reload or new.max_tokens != self.config.max_tokens or new.multiline != self.config.multiline:
             self.cache.clear()   # answers computed under other settings
         self.config = new
+        if new.adapt == "off" and self.adapter is not None:
+            self.adapter.stop()
         if reload and self.loading is not None:
             self.start_loading()
+        elif new.adapt == "idle":
+            self.start_adapting()
         elif self.completer is not None:
             self.completer.settings = self._settings()
+
+    # -- adapting the drafter to the workspace in idle time (idle_adapt.py) ----------------------
+    def start_adapting(self) -> None:
+        """Once per session, where it can help: the torch engine speculating with the model's
+        default drafter, a workspace folder, and no drafter adapted to its current commit yet."""
+        from completion.adapt import git_commit, read_provenance, repo_dir, repo_root
+        cfg, engine = self.config, self.completer.engine if self.completer else None
+        if (cfg.adapt != "idle" or self.adapter is not None or self.root is None or engine is None
+                or cfg.engine != "torch" or cfg.draft is not None or not engine.info.draft):
+            return
+        root = repo_root(self.root)
+        done = read_provenance(root)
+        if done is not None and done.get("commit") == git_commit(root):
+            return
+        self.adapter = IdleAdapter(adapt_command(root, engine.info.model), repo_dir(root) / "last-run.json",
+                                   self._adapted)
+        self.adapter.start()
+
+    async def _adapted(self, adapter: IdleAdapter) -> None:
+        from completion.adapt import repo_dir, repo_root
+        record = adapter.record or {}
+        engine = self.completer.engine if self.completer else None
+        if record.get("kept") and engine is not None and hasattr(engine, "use_drafter"):
+            await engine.use_drafter(str(repo_dir(repo_root(self.root)) / "drafter"))
+            self.window_log_message(types.LogMessageParams(types.MessageType.Info,
+                f"eyas: drafter adapted to {self.repo}: held-out AL@4 {record['al_before']['4']:.2f} -> "
+                f"{record['al_after']['4']:.2f}"))
+
+    def engine_wanted(self) -> None:
+        """A request or a keystroke's warm-up: the idle adaptation steps aside at once."""
+        if self.adapter is not None:
+            self.adapter.busy()
 
     # -- documents -----------------------------------------------------------------------------
     def line_index(self, uri: str) -> LineIndex:
@@ -200,6 +239,8 @@ class EyasServer(LanguageServer):
             "served": self.served, **self.events, "prefetched": self.prefetched,
             "warmed": self.warmed,
             "cache": {"hits": self.cache.hits, "misses": self.cache.misses},
+            "adapt": self.adapter.status() if self.adapter else {"state": "off" if self.config.adapt == "off"
+                                                                 else "not needed"},
             "acceptance_length": round(statistics.fmean(spec), 3) if spec else None,
             "latency_ms": {"last": list(self.latencies)[-1] if self.latencies else None,
                            "p50_total": statistics.median(totals) if totals else None,

@@ -216,6 +216,16 @@ class TorchEngine:
     def tokenizer(self):
         return self._tokenizer
 
+    async def use_drafter(self, path: str) -> None:
+        """Swap in another drafter for this target (one `eyas adapt` fitted) between requests."""
+        from completion.speculative import load_drafter
+        loop = asyncio.get_running_loop()
+        drafter = await loop.run_in_executor(MODEL_THREAD, lambda: load_drafter(
+            path, self.model, device=self.model.device, dtype=DTYPES[self.info.precision]))
+        async with self._lock:
+            self.drafter = drafter
+            self.info = dataclasses.replace(self.info, draft=path)
+
     def _runner(self, key: str | None) -> TargetRunner:
         runner = self._runners.pop(key, None) or new_runner(self.model, self.impl, self.compiled)
         self._runners[key] = runner

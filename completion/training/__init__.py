@@ -28,16 +28,16 @@ class TimeBudget:
     include compilation), then the total becomes the steps that fit in the time left, never more
     than planned. Sized for a borrowed GPU whose speed is unknown until it runs."""
 
-    def __init__(self, minutes: float, calibrate: int = 20, margin: float = 0.95):
-        self.seconds, self.calibrate, self.margin = minutes * 60, calibrate, margin
-        self.start = time.perf_counter()
+    def __init__(self, minutes: float, calibrate: int = 20, margin: float = 0.95, clock=time.perf_counter):
+        self.seconds, self.calibrate, self.margin, self.clock = minutes * 60, calibrate, margin, clock
+        self.start = clock()
         self.mark: tuple[float, int] | None = None
 
     def fit(self, step: int, total: int, log: Path | None = None) -> int:
         """Call after every step; returns the total (changed once, when calibration ends, and logged)."""
         if self.seconds <= 0:
             return total
-        now = time.perf_counter()
+        now = self.clock()
         if self.mark is None:
             self.mark = (now, step)
         elif step - self.mark[1] == self.calibrate:

@@ -325,9 +325,9 @@ def target_fingerprint(target_dir: Path) -> str:
 
 def synthesize(model, source: PromptSource, out_dir: Path, cfg: SynthConfig, *, aux_layer_ids: tuple[int, ...],
                stop_ids: set[int], target_id: str = "", log: Path | None = None,
-               shard_filter=None, deadline: float | None = None) -> dict:
+               shard_filter=None, deadline: float | None = None, clock=time.monotonic) -> dict:
     """Write the shards of `cfg` into `out_dir`, skipping those the manifest already lists; with a
-    `deadline` (time.monotonic()), stop after the shard that ends past it (one shard at least)."""
+    `deadline` (on `clock`), stop after the shard that ends past it (one shard at least)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST
@@ -346,7 +346,7 @@ def synthesize(model, source: PromptSource, out_dir: Path, cfg: SynthConfig, *, 
                   f"{len(todo)} to go -> {out_dir}")
     t0 = time.perf_counter()
     for n, k in enumerate(todo):
-        if deadline is not None and n and time.monotonic() >= deadline:
+        if deadline is not None and n and clock() >= deadline:
             log_line(log, f"synthesis: the time budget is spent after {n} of {len(todo)} shards")
             break
         ts = time.perf_counter()
