@@ -394,6 +394,15 @@ def test_trainer_resumes_from_its_checkpoint(synth_dir, target, tmp_path):
     t3.run()
     for (n, a), (_, b) in zip(straight.state_dict().items(), resumed2.state_dict().items()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=n)
+    # --resume with another --steps re-plans the cosine's end (not before where the run is)
+    _, t4 = make()
+    t4.cfg = replace(cfg, steps=9)
+    t4.restore(tmp_path / "w" / "ckpt.pt")
+    assert t4.cfg.steps == 9 and t4.run()["steps"] == 9
+    _, t5 = make()
+    t5.cfg = replace(cfg, steps=5)
+    with pytest.raises(SystemExit, match="already at step"):
+        t5.restore(tmp_path / "w" / "ckpt.pt")
 
 
 def test_metrics_accuracy_per_depth():

@@ -565,6 +565,11 @@ class DrafterTrainer:
         saved = {**asdict(TrainConfig()), **ck["config"]}   # fields added since keep their defaults
         if self.cfg.minutes:            # a time-boxed run keeps the total it fitted
             self.cfg.steps = saved["steps"]
+        elif self.cfg.steps != saved["steps"]:   # allowed: the cosine re-plans its end from here
+            if self.cfg.steps <= ck["step"]:
+                raise SystemExit(f"--steps {self.cfg.steps}: the checkpoint is already at step {ck['step']}")
+            log_line(self.log, f"--steps {saved['steps']} -> {self.cfg.steps}: the cosine now ends there")
+            saved["steps"] = self.cfg.steps
         if saved != asdict(self.cfg):
             diff = {k: (v, asdict(self.cfg).get(k)) for k, v in saved.items() if asdict(self.cfg).get(k) != v}
             raise SystemExit(f"--resume with other settings than the checkpoint: {diff}")
