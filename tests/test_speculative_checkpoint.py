@@ -204,3 +204,14 @@ def test_disagreeing_mask_ids_are_refused(tmp_path, target):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(DrafterConfigError, match="different mask token ids"):
         load_drafter(str(tmp_path), target)
+
+
+def test_the_measured_default_k_round_trips_and_is_capped_by_the_trained_depth():
+    from completion.speculative.config import DEFAULT_K_KEY, DEFAULT_NUM_SPECULATIVE_TOKENS
+    plain = drafter_config()
+    assert plain.default_num_speculative_tokens == min(DEFAULT_NUM_SPECULATIVE_TOKENS, 10)
+    tuned = drafter_config(default_k=2)
+    assert tuned.to_json()[DEFAULT_K_KEY] == 2 and tuned.default_num_speculative_tokens == 2
+    back = DrafterConfig.from_json(tuned.to_json())
+    assert back.default_k == 2 and DEFAULT_K_KEY not in back.extra
+    assert drafter_config(default_k=12, trained_depth=6).default_num_speculative_tokens == 6

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 MASK_ID_KEYS = ("mask_token_id", "pard_token", "ptd_token_id")
 # Our own key (vLLM ignores it): the depth K the drafter was trained for.
 TRAINED_DEPTH_KEY = "eyas_trained_depth"
+DEFAULT_K_KEY = "eyas_default_k"      # the K measured fastest with this drafter (`eyas eval acceptance`)
 # Depth allowed when a checkpoint does not say (public ones do not); the AWS drafters were
 # trained with K = 8..10 and served with K = 5..7.
 UNKNOWN_DEPTH_LIMIT = 32
@@ -84,6 +85,7 @@ class DrafterConfig:
     fc_norm: bool = False
     norm_output: bool = False         # EAGLE-3 chaining feeds the normed (not pre-norm) output
     trained_depth: int | None = None
+    default_k: int | None = None
     torch_dtype: str = "float32"
     extra: dict = field(default_factory=dict)   # unknown keys, written back unchanged
 
@@ -112,7 +114,7 @@ class DrafterConfig:
 
     @property
     def default_num_speculative_tokens(self) -> int:
-        return min(DEFAULT_NUM_SPECULATIVE_TOKENS, self.max_depth)
+        return min(self.default_k or DEFAULT_NUM_SPECULATIVE_TOKENS, self.max_depth)
 
     # ---- config.json -------------------------------------------------------------------------
 
@@ -165,7 +167,7 @@ class DrafterConfig:
                  "eagle_config", "eagle_aux_hidden_state_layer_ids", "rms_norm_eps", "rope_theta",
                  "rope_scaling", "rope_parameters", "max_position_embeddings", "attention_bias",
                  "norm_before_residual", "norm_before_fc", "fc_norm", "norm_output", "architectures",
-                 "model_type", "torch_dtype", "dtype", TRAINED_DEPTH_KEY, *MASK_ID_KEYS}
+                 "model_type", "torch_dtype", "dtype", TRAINED_DEPTH_KEY, DEFAULT_K_KEY, *MASK_ID_KEYS}
         return cls(
             hidden_size=hidden,
             num_hidden_layers=int(need("num_hidden_layers")),
@@ -189,6 +191,7 @@ class DrafterConfig:
             fc_norm=bool(cfg.get("fc_norm", False)),
             norm_output=bool(cfg.get("norm_output", False)),
             trained_depth=cfg.get(TRAINED_DEPTH_KEY),
+            default_k=cfg.get(DEFAULT_K_KEY),
             torch_dtype=str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32"),
             extra={k: v for k, v in cfg.items() if k not in known},
         )
@@ -228,6 +231,8 @@ class DrafterConfig:
         })
         if self.trained_depth is not None:
             cfg[TRAINED_DEPTH_KEY] = self.trained_depth
+        if self.default_k is not None:
+            cfg[DEFAULT_K_KEY] = self.default_k
         return cfg
 
     def check_target(self, target_config) -> None:
