@@ -3,6 +3,7 @@ sequence partitioning (exact gradients), the P-EAGLE and EAGLE-3 trainers. Tiny 
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -494,3 +495,18 @@ def test_trainer_logs_heldout_al_and_the_curve_plots_it(synth_dir, target, tmp_p
     out = tmp_path / "curve.png"
     assert curve_main([f"a={tmp_path / 'work'}", f"b={tmp_path / 'work'}", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and json.loads(out.with_suffix(".json").read_text())["a"]
+
+
+def test_training_commands_relaunch_under_jemalloc_where_the_machine_has_it():
+    import subprocess
+    import sys
+
+    from completion.training import JEMALLOC
+    code = ("import os; from completion.training import relaunch_with_jemalloc; relaunch_with_jemalloc(); "
+            "print(os.environ.get('LD_PRELOAD'))")
+    for off in (False, True):
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "EYAS_JEMALLOC")}
+        if off:
+            env["EYAS_JEMALLOC"] = "0"
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+        assert out.strip() == (str(JEMALLOC) if JEMALLOC.exists() and not off else "None"), out
