@@ -35,8 +35,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-MAX_FILE_BYTES = 200_000
-MIN_FILE_BYTES = 256
+MIN_FILE_BYTES = 256         # smaller files give no prompt worth cutting
 HELDOUT_EVERY = 5            # one file in five (by path hash) is held out
 GAIN_BAR = 0.15              # issue 22: held-out AL at K=4 +15%
 DATA_SHARE, HELDOUT_SHARE = 0.4, 0.1   # of the budget; training gets the rest (less evaluation)
@@ -89,7 +88,7 @@ def listed_files(repo: Path) -> list[str]:
 
 def why_skipped(repo: Path, rel: str) -> str | None:
     """None for a file worth learning from, else the reason it is left out."""
-    from completion.training.source_corpus import GENERATED
+    from completion.training.source_corpus import GENERATED, MAX_FILE_BYTES
 
     path = repo / rel
     parts = Path(rel).parts
@@ -164,10 +163,9 @@ def read_provenance(repo: Path) -> dict | None:
 
 def adapted_draft(path: Path, model: str) -> str | None:
     """The drafter adapted to the repository holding `path` for this target model, if one exists."""
-    prov = read_provenance(repo_root(path))
-    if prov and prov.get("model") == model:
-        return str(repo_dir(repo_root(path)) / "drafter")
-    return None
+    repo = repo_root(path)
+    prov = read_provenance(repo)
+    return str(repo_dir(repo) / "drafter") if prov and prov.get("model") == model else None
 
 
 # ---------------------------------------------------------------------------------------------------
