@@ -45,9 +45,10 @@ class TimeBudget:
     include compilation), then the total becomes the steps that fit in the time left, never more
     than planned. Sized for a borrowed GPU whose speed is unknown until it runs."""
 
-    def __init__(self, minutes: float, calibrate: int = 20, margin: float = 0.95, clock=time.perf_counter):
-        self.seconds, self.calibrate, self.margin, self.clock = minutes * 60, calibrate, margin, clock
-        self.start = clock()
+    def __init__(self, minutes: float, calibrate: int = 20, margin: float = 0.95, clock=None):
+        self.seconds, self.calibrate, self.margin = minutes * 60, calibrate, margin
+        self.clock = clock or time.perf_counter
+        self.start = self.clock()
         self.mark: tuple[float, int] | None = None
 
     def fit(self, step: int, total: int, log: Path | None = None) -> int:
