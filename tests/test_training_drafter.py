@@ -440,6 +440,8 @@ def test_last_layer_warm_start_reproduces_the_targets_last_layer(tmp_path_factor
     zeros = torch.zeros(n, dtype=torch.long)
     normed = peagle_forward(full, sample, torch.arange(n), zeros)
     torch.testing.assert_close(normed, sample.final[:n].float(), atol=0.05, rtol=0.02)
+    deeper = build_drafter(model, ds, replace(cfg, intermediate=0, num_layers=2), mask_token_id=V - 1)
+    torch.testing.assert_close(peagle_forward(deeper, sample, torch.arange(n), zeros), normed)  # layer 2 adds 0
     pruned = peagle_forward(drafter, sample, torch.arange(n), zeros)   # a narrower MLP: close, not equal
     assert (pruned - sample.final[:n].float()).abs().mean() < (normed - pruned).abs().mean() * 10
 

@@ -452,8 +452,9 @@ def warm_start(drafter: Drafter, target_model) -> None:
     unchanged, the fusion layer is the target's last decoder layer reading that state (its q/k/v
     columns for the token embedding start at zero), and the final norm is the target's (the
     output rows already are). A narrower MLP keeps the target's channels with the largest
-    |gate| x |up| x |down| norms. At step 0 the drafter thus computes the target's last layer on
-    a stream two layers early: features the target uses, not a random projection."""
+    |gate| x |up| x |down| norms. Later drafter layers add nothing at first (their output rows are
+    zero). At step 0 the drafter thus computes the target's last layer on a stream two layers
+    early: features the target uses, not a random projection."""
     t_cfg = getattr(target_model.config, "get_text_config", lambda: target_model.config)()
     last = target_model.model.layers[-1]
     mid = drafter.layers[0]
@@ -483,6 +484,11 @@ def warm_start(drafter: Drafter, target_model) -> None:
     mid.mlp.up_proj.weight.copy_(up[keep])
     mid.mlp.down_proj.weight.copy_(down[:, keep])
     drafter.norm.weight.copy_(target_model.model.norm.weight.float())
+    for layer in drafter.layers[1:]:     # later layers start as the identity (their residual adds 0)
+        layer.self_attn.o_proj.weight.zero_()
+        if layer.self_attn.o_proj.bias is not None:
+            layer.self_attn.o_proj.bias.zero_()
+        layer.mlp.down_proj.weight.zero_()
 
 
 def continue_from(drafter: Drafter, path: str | Path, target_model, dataset) -> None:
