@@ -177,9 +177,10 @@ def cpu_clock(threads: int):
 
 
 def adapt(repo: Path, *, model: str, draft: str | None, minutes: float, threads: int, samples_cap: int = 4096,
-          log=print, clock=time.monotonic) -> dict:
+          log=print, clock=time.monotonic, speed: bool = False) -> dict:
     """The whole run (module doc); returns the provenance record (kept or not). The budget is
-    measured on `clock` (wall time by default, cpu_clock in the server's idle mode)."""
+    measured on `clock` (wall time by default, cpu_clock in the server's idle mode). `speed` then
+    measures decode tokens/s plain, with the base drafter and with the adapted one (decode_speed)."""
     import torch
 
     from completion.models import SHIPPED_DRAFT, resolve_draft, resolve_model
@@ -265,8 +266,43 @@ def adapt(repo: Path, *, model: str, draft: str | None, minutes: float, threads:
         tmp.replace(home / "drafter")
         shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(home / "work", ignore_errors=True)     # the next run fine-tunes the shipped drafter anew
+    if speed:     # after the budget: what a user's decoding gains, measured on the held-out prompts
+        drafters = {"plain": None, "shipped": base}
+        if record["kept"]:
+            drafters["adapted"] = str(home / "drafter")
+        record["decode"] = decode_speed(str(target_dir), drafters, heldout)
+        say(f"decode (bf16, held-out prompts): {record['decode']}")
     (home / "last-run.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def decode_speed(target_dir: str, drafters: dict[str, str | None], heldout, prompts: int = 8,
+                 max_tokens: int = 48) -> dict[str, dict]:
+    """Greedy decode tokens/s and AL in bf16 on the first held-out prompts (their cut: what an editor
+    sends), plain and with each drafter in turn; decode time only, each prompt prefilled afresh."""
+    import asyncio
+
+    from completion.engine.base import GenerationParams
+    from completion.engine.torch_engine import TorchEngine
+
+    cuts = [heldout[i].ids[:heldout[i].prompt_len].tolist() for i in range(min(prompts, len(heldout)))]
+    engine = TorchEngine.load(target_dir, precision="bf16", draft=next(d for d in drafters.values() if d))
+
+    async def run() -> dict[str, dict]:
+        speeds = {}
+        for name, path in drafters.items():
+            if path:
+                await engine.use_drafter(path)
+            tokens = steps = ms = 0
+            for ids in cuts:
+                params = GenerationParams(max_tokens=max_tokens, mode="peagle" if path else "plain")
+                async for chunk in engine.generate(ids, params):
+                    stats = chunk.stats
+                tokens, steps, ms = tokens + stats.generated_tokens, steps + stats.target_steps, ms + stats.decode_ms
+            speeds[name] = {"tok_s": round(1e3 * tokens / max(ms, 1e-9), 1), "al": round(tokens / max(steps, 1), 3)}
+        return speeds
+
+    return asyncio.run(run())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)))
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="what --minutes counts: wall time, or CPU time per thread (paused time is free)")
+    ap.add_argument("--no-speed", action="store_true", help="skip the decode tokens/s check after the run")
     ap.add_argument("--status", action="store_true", help="show what is adapted for the repository")
     ap.add_argument("--reset", action="store_true", help="delete the repository's adapted drafter and data")
     args = ap.parse_args(argv)
@@ -299,11 +336,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"AL@4 {prov['al_before']['4']} -> {prov['al_after']['4']}")
         return 0
     record = adapt(repo, model=args.model or DEFAULT_MODEL, draft=args.draft, minutes=args.minutes,
-                   threads=args.threads, clock=cpu_clock(args.threads) if args.clock == "cpu" else time.monotonic)
+                   threads=args.threads, clock=cpu_clock(args.threads) if args.clock == "cpu" else time.monotonic,
+                   speed=not args.no_speed)
     b, a = record["al_before"], record["al_after"]
     print(f"held-out AL@4 {b['4']:.3f} -> {a['4']:.3f} ({100 * record['gain_k4']:+.1f}%), "
           f"AL@10 {b['10']:.3f} -> {a['10']:.3f}; "
           f"{'kept' if record['kept'] else 'not kept (no gain): the previous drafter stays'}")
+    for name, d in record.get("decode", {}).items():
+        print(f"decode {name:8s} {d['tok_s']:6.1f} tok/s  AL {d['al']:.2f}  (bf16, held-out prompts)")
     ok = record["gain_k4"] >= GAIN_BAR
     print(f"[{'PASS' if ok else 'FAIL'}] held-out AL at K=4 +{100 * GAIN_BAR:.0f}% after adaptation "
           f"({100 * record['gain_k4']:+.1f}%)")

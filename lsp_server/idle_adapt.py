@@ -30,7 +30,7 @@ PR_SET_PDEATHSIG = 1
 
 def adapt_command(root: Path, model: str, minutes: float = MINUTES) -> list[str]:
     return [sys.executable, "-m", "completion.adapt", str(root), "--model", model, "--minutes", str(minutes),
-            "--threads", "1", "--clock", "cpu"]
+            "--threads", "1", "--clock", "cpu", "--no-speed"]
 
 
 def _low_priority_child() -> None:   # runs in the child between fork and exec

@@ -71,9 +71,12 @@ def cache(tmp_path, monkeypatch):
 
 def test_adapt_on_the_pocket_pair_reports_before_after_and_keeps_only_a_gain(tmp_path, cache, capsys):
     repo = make_repo(tmp_path)
-    record = adapt.adapt(repo, model="pocket", draft=None, minutes=0.5, threads=1, log=lambda line: None)
+    record = adapt.adapt(repo, model="pocket", draft=None, minutes=0.5, threads=1, log=lambda line: None, speed=True)
     home = adapt.repo_dir(repo)
     assert home.parent == cache / "eyas" / "adapt"
+    decode = record["decode"]      # tokens/s measured on the held-out prompts, plain and speculative
+    assert list(decode) == ["plain", "shipped"] + ["adapted"] * record["kept"]
+    assert decode["plain"]["al"] == 1.0 and all(d["tok_s"] > 0 and 1.0 <= d["al"] for d in decode.values())
     assert record["files"]["train"] >= 5 and record["files"]["heldout"] >= 1
     assert record["data_tokens"] > 0 and record["train_steps"] > 0 and record["commit"]
     assert set(record["al_before"]) == {"4", "10"} and 1 <= record["al_before"]["4"] <= 4
