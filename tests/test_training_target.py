@@ -403,12 +403,15 @@ def test_shipped_pocket_pair():
     _check_tokenizer(hf)
 
 
-def test_shipped_drafter_is_opt_in():
-    from completion.models import POCKET_DRAFT, ModelError, resolve_draft
+def test_draft_embedded_is_the_drafter_shipped_with_the_model():
+    from completion.models import MODELS, POCKET_DRAFT, ModelError, resolve_draft
     assert resolve_draft(None, None) is None and resolve_draft("pocket", "none") is None
     assert resolve_draft("pocket", "embedded") == str(POCKET_DRAFT)
+    qwen = MODELS["qwen2.5-coder-0.5b"].draft
+    assert (qwen / "config.json").exists() and (qwen / "model.safetensors").exists()
+    assert resolve_draft(None, "embedded") == resolve_draft("qwen2.5-coder-0.5b", "embedded") == str(qwen)
     assert resolve_draft("/models/other", "/drafts/other") == "/drafts/other"
-    for model in ("/models/other", None, "qwen2.5-coder-0.5b"):   # no drafter ships with them
+    for model in ("/models/other", "qwen2.5-coder-1.5b"):   # no drafter ships with them
         with pytest.raises(ModelError, match="no drafter ships with"):
             resolve_draft(model, "embedded")
 
