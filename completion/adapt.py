@@ -47,7 +47,7 @@ LANGUAGES = {   # extension -> language (only source code is collected)
     ".swift": "swift", ".scala": "scala", ".cs": "csharp", ".zig": "zig", ".ex": "elixir", ".hs": "haskell",
 }
 SECRET_NAME = re.compile(r"(^\.env($|\.)|\.(pem|key|p12|pfx|jks|keystore|asc|gpg)$|^id_(rsa|dsa|ecdsa|ed25519)"
-                         r"|secret|credential|passw|\.netrc$|token)", re.I)
+                         r"|secret|credential|passw|\.netrc$|(^|[._-])tokens?([._-]|$))", re.I)   # not tokenizer.py
 SECRET_TEXT = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----|AKIA[0-9A-Z]{16}|aws_secret_access_key"
                          r"|ghp_[A-Za-z0-9]{36}|xox[baprs]-[A-Za-z0-9-]{10,}", re.I)
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", "build", "dist", "vendor", "third_party",

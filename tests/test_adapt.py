@@ -33,6 +33,7 @@ def test_collect_keeps_source_and_leaves_out_ignored_secret_binary_generated_and
         "pkg/leaky.py": CODE + "-----BEGIN RSA PRIVATE KEY-----\nabc\n",
         "pkg/big.py": "x = 1\n" * 40_000, "pkg/gen.py": "# auto-generated, do not edit\n" + CODE,
         "pkg/blob.py": "\0" * 400, "node_modules/lib/index.js": CODE, "pkg/tiny.py": "x = 1\n",
+        "pkg/tokenizer.py": CODE, "pkg/api_token.py": CODE,     # a tokenizer is code; a token file is not
     }
     for rel, text in files.items():
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -40,9 +41,9 @@ def test_collect_keeps_source_and_leaves_out_ignored_secret_binary_generated_and
     git(repo, "init", "-q")
     git(repo, "add", "pkg", "web", "README.md", ".gitignore", "node_modules", "-f")
     train, heldout, skipped = adapt.collect(repo)
-    assert sorted(train + heldout) == ["pkg/geometry.py", "web/app.js"]   # ignored.py: .gitignore
+    assert sorted(train + heldout) == ["pkg/geometry.py", "pkg/tokenizer.py", "web/app.js"]   # ignored.py: .gitignore
     assert len(heldout) >= 1 and len(train) >= 1
-    assert skipped["secret"] == 4 and skipped["generated"] == 1 and skipped["binary"] == 1
+    assert skipped["secret"] == 5 and skipped["generated"] == 1 and skipped["binary"] == 1
     assert skipped["size"] == 2 and skipped["vendored or built"] == 1 and skipped["not source"] >= 2
     assert adapt.repo_root(repo / "pkg" / "geometry.py") == repo.resolve()
     assert adapt.collect(repo) == (train, heldout, skipped)          # a fixed split
