@@ -76,4 +76,4 @@ def test_the_adapt_setting_and_the_command():
     cfg, problems = ServerConfig().merged({"adapt": "always"})
     assert cfg.adapt == "off" and problems and "adapt" in problems[0]
     cmd = adapt_command("/src/repo", "qwen2.5-coder-0.5b")
-    assert cmd[1:4] == ["-m", "completion.adapt", "/src/repo"] and cmd[-2:] == ["--clock", "cpu"]
+    assert cmd[1:4] == ["-m", "completion.adapt", "/src/repo"] and cmd[-3:] == ["--clock", "cpu", "--no-speed"]
