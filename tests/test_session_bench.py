@@ -38,7 +38,7 @@ def test_short_replay_before_and_after(tmp_path, capsys):
     """The real server, two tiny sessions per mode: the figures exist and add up."""
     out = tmp_path / "session.json"
     assert sb.main(["--sessions", "2", "--chars", "24", "--max-tokens", "16", "--model", "pocket",
-                    "--out", str(out)]) == 0
+                    "--first-files", "1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     for mode in ("before", "after"):
         r = result[mode]
@@ -48,4 +48,24 @@ def test_short_replay_before_and_after(tmp_path, capsys):
     assert result["before"]["cache_hit_rate"] == 0 and result["before"]["prefetched"] == 0
     assert result["before"]["engine_calls"] == result["before"]["requests"]
     assert out.with_suffix(".png").stat().st_size > 1000
-    assert "before/after" in capsys.readouterr().out
+    (first,) = result["after"]["first_suggestion"]
+    assert first["keys"] >= 1 and (first["seconds"] is None or first["seconds"] > 0)
+    assert len(open(first["file"]).read().splitlines()) >= sb.BIG_FILE_LINES
+    assert result["before"]["first_suggestion"] == [] and result["after"]["model"] == "pocket"
+    printed = capsys.readouterr().out
+    assert "before/after" in printed and "model: pocket" in printed
+    assert sum(line.startswith(("[PASS]", "[FAIL]")) for line in printed.splitlines()) == 4
+
+
+def test_files_come_from_the_held_out_split_and_a_never_counts_as_slow():
+    import random
+
+    from completion.training.code_sources import language_files
+    from completion.training.source_corpus import is_heldout
+
+    files = sb.heldout_files(3, random.Random(0), ["python"])
+    pool = [f for f in language_files("python", set())]
+    held = {f.file for f in pool if is_heldout(f.key)}
+    assert len(files) == 3 and all(f.path in held for f in files) and len(held) < len(pool) / 10
+    assert sb.first_p50([{"seconds": 1.0}, {"seconds": None}, {"seconds": 2.0}]) == 2.0
+    assert sb.first_p50([{"seconds": None}, {"seconds": None}, {"seconds": 2.0}]) is None

@@ -7,14 +7,19 @@ completion, as VS Code does. A suggestion the file really continues with is acce
 it, or its first line; the editor then asks again at once, as after any edit. A second's worth of
 typing in a real editor is therefore replayed with the same requests, edits and pauses.
 
-The same sessions run twice, each on a fresh server: "before" with the typed-through cache and
+Files come from the held-out side of the drafter data's split (`code_sources`: a hash of each
+file's path keeps them out of every training run), a seeded sample. The same sessions run twice,
+each on a fresh server: "before" with the typed-through cache and
 pre-fetch off, "after" with both on. Per mode: share of the typed text that came from accepted
 completions, keystroke-to-suggestion latency p50/p90 (cache hits included), engine calls per
-keystroke, cache hit rate, and suggestions that repeat the text after the cursor. Prints both side
-by side with ratios, writes JSON, a latency CDF PNG, and the server's local telemetry summary.
+keystroke, cache hit rate, and suggestions that repeat the text after the cursor. Then the first
+request in a file: open a held-out file of 1,000+ lines and type at once, somewhere in its second
+half; the time from didOpen to the first suggestion shown (p50 over --first-files files). Prints
+both side by side with ratios, the issue's bars as [PASS] / [FAIL] lines, writes JSON, a latency
+CDF PNG, and the server's local telemetry summary.
 
-    eyas bench session [--sessions 4] [--chars 240] [--seed 0] [--max-tokens 48]
-                       [--out out/bench/session.json]
+    eyas bench session [--sessions 4] [--chars 240] [--first-files 5] [--seed 0] [--max-tokens 48]
+                       [--model NAME] [--out out/bench/session.json]
 """
 from __future__ import annotations
 
@@ -23,26 +28,54 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import time
 from pathlib import Path
 
 from lsprotocol import types as t
 
-from completion.evaluation.latency_bench import (BenchClient, SourceFile, _cdf_png, find_files, machine_info,
+from completion.evaluation.latency_bench import (BenchClient, SourceFile, _cdf_png, _read_source, machine_info,
                                                  percentile)
 from completion.telemetry import format_summary, summarize
 
 MODES = {"before": {"cache": False, "prefetch": False}, "after": {"cache": True, "prefetch": True}}
 KEY_MS, LINE_END_MS, READ_MS = 130.0, 450.0, 250.0   # per key, after a newline, after an accept
 CLOSERS = {")": "(", "]": "[", "}": "{"}
+BIG_FILE_LINES = 1000                                  # the issue's "1k-line file"
+# issue 21's bars
+SPEEDUP_BAR, P50_BAR_MS, SHARE_BAR, FIRST_BAR_S = 3.0, 150.0, 0.20, 1.5
 
 
-def pick_sessions(files: list[SourceFile], n: int, chars: int, rng: random.Random) -> list[dict]:
-    """Blocks of whole, non-blank-led lines of about `chars` characters, one per file."""
+def heldout_files(n: int, rng: random.Random, languages: list[str], min_lines: int = 0) -> list[SourceFile]:
+    """Up to n readable files per language from the held-out side of the drafter data's split
+    (never trained or tuned on), shuffled by `rng`; with `min_lines`, only files that long."""
+    from completion.training.code_sources import language_files
+    from completion.training.source_corpus import is_heldout
+
+    out = []
+    for language in languages:
+        pool = [f for f in language_files(language, set()) if is_heldout(f.key)]
+        rng.shuffle(pool)
+        chosen = 0
+        for f in pool:
+            if chosen == n:
+                break
+            text = _read_source(f.file)
+            if text is not None and text.count("\n") >= min_lines:
+                out.append(SourceFile(f.file, language, text))
+                chosen += 1
+    return out
+
+
+def pick_sessions(files: list[SourceFile], n: int, chars: int, rng: random.Random,
+                  second_half: bool = False) -> list[dict]:
+    """Blocks of whole, non-blank-led lines of about `chars` characters, one per file (starting in
+    the file's second half with `second_half`)."""
     sessions = []
     for f in files:
         lines = f.lines
-        starts = [i for i in range(2, len(lines) - 2) if lines[i].strip() and len(lines[i]) < 100]
+        first_line = len(lines) // 2 if second_half else 2
+        starts = [i for i in range(first_line, len(lines) - 2) if lines[i].strip() and len(lines[i]) < 100]
         if not starts:
             continue
         first = rng.choice(starts)
@@ -158,7 +191,25 @@ class Replay:
         return len(take)
 
 
-async def run_mode(mode: str, sessions: list[dict], args, telemetry: Path) -> dict:
+async def first_suggestion(client: BenchClient, session: dict, rng: random.Random, timeout: float) -> dict:
+    """Open the session's file and type its line at once: seconds from didOpen to the first
+    suggestion shown (None if the line ends first), and the keys it took."""
+    replay = Replay(client, session, rng, timeout)
+    t0 = time.perf_counter()
+    client.open(replay.file)
+    try:
+        for keys, ch in enumerate(replay.truth, start=1):
+            t_key = time.perf_counter()
+            replay.insert(ch)
+            if await replay.ask():
+                return {"file": str(session["file"].path), "seconds": round(time.perf_counter() - t0, 3), "keys": keys}
+            await asyncio.sleep(max(0.0, KEY_MS * rng.uniform(0.6, 1.4) / 1e3 - (time.perf_counter() - t_key)))
+        return {"file": str(session["file"].path), "seconds": None, "keys": len(replay.truth)}
+    finally:
+        client.close(replay.uri)
+
+
+async def run_mode(mode: str, sessions: list[dict], args, telemetry: Path, firsts: list[dict] = ()) -> dict:
     os.environ["EYAS_TELEMETRY"] = str(telemetry)   # the server process inherits it
     telemetry.unlink(missing_ok=True)
     client = BenchClient()
@@ -179,6 +230,11 @@ async def run_mode(mode: str, sessions: list[dict], args, telemetry: Path) -> di
                   f"{replay.keystrokes} keys, {replay.accepted_chars}/{len(replay.truth)} chars accepted "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
         after = await client.status()
+        first = []
+        for session in firsts:      # a new file in a running editor: after the replay's figures are read
+            first.append(await first_suggestion(client, session, rng, args.timeout))
+            print(f"  {mode}: opened {session['file'].path.name} ({len(session['file'].lines)} lines), "
+                  f"first suggestion after {first[-1]['seconds']} s, {first[-1]['keys']} keys", flush=True)
     finally:
         await client.stop()
     lat = [x for r in replays for x in r.latencies]
@@ -186,7 +242,7 @@ async def run_mode(mode: str, sessions: list[dict], args, telemetry: Path) -> di
     requests = len(lat)
     hits = after["cache"]["hits"] - before["cache"]["hits"]
     typed = sum(len(r.truth) for r in replays)
-    return {"mode": mode, "settings": MODES[mode], "sessions": len(replays), "typed_chars": typed,
+    return {"mode": mode, "model": after["model"], "settings": MODES[mode], "sessions": len(replays), "typed_chars": typed,
             "keystrokes": keys, "requests": requests,
             "accepted_chars": sum(r.accepted_chars for r in replays),
             "accepted_share": round(sum(r.accepted_chars for r in replays) / max(1, typed), 4),
@@ -198,7 +254,18 @@ async def run_mode(mode: str, sessions: list[dict], args, telemetry: Path) -> di
             "prefetched": after["prefetched"] - before["prefetched"],
             "cache_hit_rate": round(hits / max(1, requests), 3),
             "suffix_repeats": sum(r.repeats for r in replays), "latencies_ms": [round(x, 2) for x in lat],
-            "telemetry": summarize(telemetry) if telemetry.exists() else None}
+            "telemetry": summarize(telemetry) if telemetry.exists() else None,
+            "first_suggestion": first,
+            "first_suggestion_p50_s": first_p50(first)}
+
+
+def first_p50(first: list[dict]) -> float | None:
+    """p50 of the open-to-first-suggestion seconds; a file where nothing was shown counts as
+    never (the p50 of the others would flatter), and a never p50 is None."""
+    if not first:
+        return None
+    p = statistics.median(x["seconds"] if x["seconds"] is not None else float("inf") for x in first)
+    return None if p == float("inf") else p
 
 
 ROWS = (("accepted share of typed text", "accepted_share", "{:.1%}"),
@@ -224,10 +291,31 @@ def format_table(before: dict, after: dict) -> str:
     return "\n".join(lines)
 
 
+def bar_lines(before: dict, after: dict) -> list[str]:
+    """One [PASS] / [FAIL] line per bar of issue 21."""
+    def line(ok: bool, text: str) -> str:
+        return f"[{'PASS' if ok else 'FAIL'}] {text}"
+
+    b, a = before["latency_p50_ms"], after["latency_p50_ms"]
+    first = after["first_suggestion_p50_s"]
+    return [
+        line(a * SPEEDUP_BAR <= b, f"p50 keystroke->suggestion with cache + pre-fetch {a:.1f} ms <= 1/{SPEEDUP_BAR:g} "
+                                   f"of without ({b:.1f} ms: {b / max(a, 1e-9):.2f}x)"),
+        line(a <= P50_BAR_MS, f"p50 keystroke->suggestion with cache + pre-fetch {a:.1f} ms <= {P50_BAR_MS:g} ms"),
+        line(after["accepted_share"] >= SHARE_BAR, f"typed characters from accepted suggestions "
+                                                   f"{after['accepted_share']:.1%} >= {SHARE_BAR:.0%}"),
+        line(first is not None and first <= FIRST_BAR_S,
+             f"open-to-first-suggestion in a {BIG_FILE_LINES}+-line file, p50 "
+             f"{'-' if first is None else f'{first:.2f}'} s <= {FIRST_BAR_S:g} s"),
+    ]
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="eyas bench session", description=__doc__.split("\n\n")[0])
     p.add_argument("--sessions", type=int, default=4, help="files, one typed block each")
     p.add_argument("--chars", type=int, default=240, help="characters typed per session (whole lines)")
+    p.add_argument("--first-files", type=int, default=5,
+                   help=f"files of {BIG_FILE_LINES}+ lines opened and typed in at once (0: skip)")
     p.add_argument("--languages", default="python", help="comma-separated, e.g. python,c,javascript")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-tokens", type=int, default=48)
@@ -241,14 +329,19 @@ def parse_args(argv):
 async def _bench(args) -> dict:
     rng = random.Random(args.seed)
     languages = args.languages.split(",")
-    files = find_files(max(1, args.sessions), rng, languages)
+    files = heldout_files(max(1, args.sessions), rng, languages)
     sessions = pick_sessions(files, args.sessions, args.chars, rng)
-    print(f"{len(sessions)} sessions, {sum(len(s['typed']) for s in sessions)} characters to type", flush=True)
+    big = heldout_files(args.first_files, rng, languages[:1], min_lines=BIG_FILE_LINES) if args.first_files else []
+    firsts = pick_sessions(big, args.first_files, 1, rng, second_half=True)
+    print(f"{len(sessions)} sessions, {sum(len(s['typed']) for s in sessions)} characters to type; "
+          f"{len(firsts)} files of {BIG_FILE_LINES}+ lines to open", flush=True)
     results = {}
     for mode in MODES:
-        results[mode] = await run_mode(mode, sessions, args, args.out.with_name(f"{args.out.stem}-{mode}.sqlite"))
+        results[mode] = await run_mode(mode, sessions, args, args.out.with_name(f"{args.out.stem}-{mode}.sqlite"),
+                                       firsts if mode == "after" else ())
     return {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
-            "files": [str(s["file"].path) for s in sessions], **results}
+            "files": [str(s["file"].path) for s in sessions], "first_files": [str(s["file"].path) for s in firsts],
+            **results}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(_bench(args))
     before, after = result["before"], result["after"]
-    print("\n" + format_table(before, after))
+    print(f"\nmodel: {after['model']}\n" + format_table(before, after))
+    print("\n".join(bar_lines(before, after)))
     print("\nlocal telemetry of the 'after' replay (eyas stats):")
     print(format_summary(after["telemetry"]) if after["telemetry"] else "(none)")
     args.out.write_text(json.dumps(result, indent=1))
