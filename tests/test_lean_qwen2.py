@@ -100,6 +100,27 @@ def test_verification_rows_equal_decode_steps_bit_for_bit(precision, monkeypatch
     assert_rows_equal_steps(lean, tokens(37), tokens(11, seed=1), hidden_layers=(0, 1))
 
 
+def test_a_kernel_that_rounds_rows_together_runs_verifications_in_blocks_it_keeps_apart(monkeypatch):
+    """A kernel whose 4th and later rows round unlike a lone row (as oneDNN's packed down projection
+    does from the 2nd row on AVX512-BF16 CPUs): measured as 3 rows, and an 11-row verification
+    gets each row's lone bits from blocks of 3."""
+    import completion.engine.lean.model as lean_module
+
+    def product(x, w, bias=None):
+        out = (x.float() @ w.float().T).to(x.dtype)
+        if x.shape[0] > 3:   # a different blocking: the low bits of some outputs differ
+            out[:, ::7] = out[:, ::7] + out[:, ::7].abs() * 2 ** -6
+        return out
+
+    monkeypatch.setattr(lean_module, "product", product)
+    monkeypatch.setattr(lean_module, "_independent_rows", {})
+    w = torch.randn(64, 32, dtype=torch.bfloat16)
+    x = torch.randn(11, 32, dtype=torch.bfloat16)
+    assert lean_module.independent_rows(w) == 3
+    alone = torch.cat([product(x[i:i + 1], w) for i in range(11)])
+    assert not torch.equal(product(x, w), alone) and torch.equal(linear(x, w), alone)
+
+
 def test_packed_bf16_runs_eager_not_compiled():
     """Compiled graphs could only run the plain copies of packed matrices, slower than eager."""
     from completion.engine.lean.compiled import CompiledSteps

@@ -162,6 +162,8 @@ class TorchEngine:
         if self.impl == "lean":
             from .lean import lean_model_for
             lean = lean_model_for(model)   # built now: the first request should not pay for it
+            if drafter is not None:
+                lean.measure_independent_rows()
             if compile_steps:
                 self.compiled = compile_lean(lean, drafter)
         if compile_steps and drafter is not None and drafter.compiled is None:

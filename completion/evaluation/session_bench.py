@@ -230,6 +230,7 @@ async def run_mode(mode: str, sessions: list[dict], args, telemetry: Path, first
                   f"{replay.keystrokes} keys, {replay.accepted_chars}/{len(replay.truth)} chars accepted "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
         after = await client.status()
+        summary = summarize(telemetry) if telemetry.exists() else None   # the replay's requests only
         first = []
         for session in firsts:      # a new file in a running editor: after the replay's figures are read
             first.append(await first_suggestion(client, session, rng, args.timeout))
@@ -254,7 +255,7 @@ async def run_mode(mode: str, sessions: list[dict], args, telemetry: Path, first
             "prefetched": after["prefetched"] - before["prefetched"],
             "cache_hit_rate": round(hits / max(1, requests), 3),
             "suffix_repeats": sum(r.repeats for r in replays), "latencies_ms": [round(x, 2) for x in lat],
-            "telemetry": summarize(telemetry) if telemetry.exists() else None,
+            "telemetry": summary,
             "first_suggestion": first,
             "first_suggestion_p50_s": first_p50(first)}
 

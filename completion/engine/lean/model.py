@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .cache import RopeTables, StaticKVCache
 from .config import LeanConfig
 from .weights import (FEW_ROWS, Int4Weight, Int8Weight, LayerWeights, LeanWeights, PackedWeight, TileWeight,
-                      can_pack, pack, weights_from_hf)
+                      can_pack, dense_matrices, pack, weights_from_hf)
 
 ROW_BY_ROW_MAX = 19   # rows of a verification (K + 1, K <= 18) that attend one by one below float32
 assert ROW_BY_ROW_MAX <= FEW_ROWS   # verification rows must run the decode step's kernels
@@ -26,8 +26,19 @@ assert ROW_BY_ROW_MAX <= FEW_ROWS   # verification rows must run the decode step
 def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ w.T + bias for every kind of weight the lean model holds. Below float32 a row's bits
     must not depend on how many rows come with it (verification rows equal decode steps): the
-    tile, quantized and packed kernels keep that up to FEW_ROWS rows, and the plain bf16 path
-    adds the bias apart, so that one row (mv) and several (GEMM) round alike."""
+    kernels keep that for the rows `independent_rows` measured on this CPU, and longer
+    verifications run in blocks of that many."""
+    n = x.shape[0]   # tested last: a test on it would guard compiled graphs on their row count
+    if not torch.compiler.is_compiling() and x.dtype != torch.float32 and x.device.type == "cpu" \
+            and 1 < n <= ROW_BY_ROW_MAX:
+        block = independent_rows(w)
+        if block < n:
+            return torch.cat([product(x[i:i + block], w, bias) for i in range(0, n, block)])
+    return product(x, w, bias)
+
+
+def product(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ w.T + bias through the kernel that suits this weight and this many rows."""
     if isinstance(w, TileWeight):
         if x.shape[0] <= FEW_ROWS and not torch.compiler.is_compiling():
             return w.mm(x, bias)
@@ -44,9 +55,42 @@ def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor
     if x.dtype == torch.float32 or x.device.type != "cpu":
         return F.linear(x, w, bias)
     # one row: torch's bf16 GEMM takes a slow path for it where GEMV (mv) streams the weight at
-    # full speed, with the same bits (lm_head of Qwen2.5-Coder-0.5B, 2 threads: 15.7 vs 10.9 ms)
+    # full speed (lm_head of Qwen2.5-Coder-0.5B, 2 threads: 15.7 vs 10.9 ms); the bias goes apart
+    # so that one row and several round alike
     out = torch.mv(w, x[0])[None] if x.shape[0] == 1 else F.linear(x, w)
     return out if bias is None else out + bias
+
+
+_independent_rows: dict[tuple, int] = {}
+# outputs compared at two rows (more at more rows): where a kernel rounds several rows apart from
+# one, about 1 output in 2,000 differs (oneDNN's packed [896, 4864] on AVX512-BF16: 12-21 in 60,000)
+PROBE_OUTPUTS = 20_000
+
+
+def independent_rows(w) -> int:
+    """How many rows (up to ROW_BY_ROW_MAX) `product` takes together with each row's bits equal to
+    that row's alone, measured once per kind of weight, shape and thread count on this CPU. The
+    kernels' blocking differs between CPUs: oneDNN's packed bf16 matrices keep rows apart with AMX,
+    but with AVX512-BF16 alone the [896, 4864] down projection of Qwen2.5-Coder-0.5B rounds two
+    rows apart from one (and a CI machine parted verification rows from decode steps), so
+    losslessness is measured here, not assumed."""
+    plain = w
+    while not isinstance(plain, torch.Tensor):
+        plain = plain.dense
+    key = (type(w), tuple(plain.shape), plain.dtype, torch.get_num_threads())
+    if key not in _independent_rows:
+        block = ROW_BY_ROW_MAX
+        for draw in range(-(-PROBE_OUTPUTS // (2 * plain.shape[0]))):
+            x = torch.randn(block, plain.shape[1], generator=torch.Generator().manual_seed(draw)).to(plain.dtype)
+            alone = torch.cat([product(x[i:i + 1], w) for i in range(block)])
+            n = 2
+            while n <= block and torch.equal(product(x[:n], w), alone[:n]):
+                n += 1
+            block = n - 1
+            if block == 1:
+                break
+        _independent_rows[key] = block
+    return _independent_rows[key]
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -91,6 +135,13 @@ class LeanModel:
         if can_pack(weights):
             pack(weights)
         return cls(cfg, weights)
+
+    def measure_independent_rows(self) -> None:
+        """Measure, now, how many verification rows each matrix's kernel takes together
+        (independent_rows), so that the first verification does not pay for it (~1-2 s)."""
+        if self.dtype != torch.float32 and self.device.type == "cpu":
+            for w in dense_matrices(self.w):
+                independent_rows(w)
 
     def new_cache(self, capacity: int = 0) -> StaticKVCache:
         return StaticKVCache(self.cfg, self.dtype, self.device, capacity)
