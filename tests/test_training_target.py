@@ -374,7 +374,13 @@ def test_time_budget_fits_the_schedule(monkeypatch):
         clock[0] += 0.5
         total = budget.fit(step, 1000)
     assert total == 3 + 2 * 49
-    assert budget.fit(4, total) == total         # fitted once
+    for step in (4, 5):                          # re-fitted every 2 steps: the same rate, the same end
+        clock[0] += 0.5
+        assert budget.fit(step, total) == total
+    for step in (6, 7):                          # faster now: 6 steps in 2.5 s since the mark
+        clock[0] += 0.25
+        total = budget.fit(step, total)
+    assert total == 7 + int(6 / 2.5 * (60 - 12.5)) > 101
     assert training.TimeBudget(minutes=60, calibrate=2).fit(1, 50) == 50 and total < 1000
     off = training.TimeBudget(minutes=0)
     assert [off.fit(s, 7) for s in range(1, 30)] == [7] * 29
