@@ -63,16 +63,18 @@ class Completer:
         fields (mode, seed, num_speculative_tokens, ...) for this request."""
         return await self.run(self.prepare(uri, cursor, repo=repo, multiline_mode=multiline_mode), **overrides)
 
-    def prepare(self, uri: str, cursor: int, *, repo: str = "workspace", multiline_mode: str = "auto") -> Request:
+    def prepare(self, uri: str, cursor: int, *, repo: str = "workspace", multiline_mode: str = "auto",
+                budget: ContextBudget | None = None) -> Request:
         """Context, single/multi-line decision and prompt. Synchronous, so a caller may build it
-        from a hypothetical document (`DocumentTrees.as_if`) that no other handler ever sees."""
+        from a hypothetical document (`DocumentTrees.as_if`) that no other handler ever sees.
+        `budget` replaces the settings' context budget for this request."""
         t_start = t0 = time.perf_counter()
         doc = self.trees.get(uri)
         if doc is None:
             raise KeyError(f"unknown document {uri}")
         first_eol = doc.text.find("\n")
         crlf = first_eol > 0 and doc.text[first_eol - 1] == "\r"   # the document's line ending
-        ctx = build_context(self.trees, uri, cursor, self.prompts.count_tokens, self.settings.budget)
+        ctx = build_context(self.trees, uri, cursor, self.prompts.count_tokens, budget or self.settings.budget)
         # The model and the rules see "\n" line ends; the insert text gets the document's own.
         lf = (lambda x: x.replace("\r\n", "\n")) if crlf else (lambda x: x)
         site = CompletionSite(language=ctx.language, prefix=lf(ctx.prefix), suffix=lf(ctx.suffix),
