@@ -12,11 +12,11 @@ the prompt at the document's caret (after its last edit, else its last completio
 engine's prefix cache holds the stable part of the next prompt (repo snippets, file header, the
 text above the cursor) before the user asks.
 
-The first request in a document: until a full prompt near the caret has been prefilled (by a
-request, a pre-fetch or a warm-up), requests build a small prompt (QUICK_BUDGET). A cold 1k-token
-prefill costs ~1.1-1.5 s on 2 cores, a 256-token one ~0.3 s, so typing at once in a file just
-opened shows a suggestion in well under a second; the pre-fetch and warm-up that follow prefill
-the full prompt in the background, and later requests use it.
+The first request in a document builds a small prompt (QUICK_BUDGET): a cold 1k-token prefill
+costs ~1.1-1.5 s on 2 cores, a 256-token one ~0.3 s, so typing at once in a file just opened
+shows a suggestion in about a second. Later requests build the full prompt. (Small prompts until a
+full one had been prefilled in the background cut the accepted share of typed text from 47% to
+34% in `eyas bench session`: while typing, pre-fetches rarely finish.)
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ async def _from_engine(ls, uri: str, cursor: int, language_id: str, candidates: 
     completer = await ls.ready_completer()
     cfg = ls.config
     extra = _speculation(cfg)
-    quick = cfg.prefetch and uri not in ls.warm_documents   # without pre-fetch nothing would warm it
+    quick = uri not in ls.answered
     request = _prepare(ls, completer, uri, cursor, language_id, quick=quick)
     texts: list[str] = []
     for i in range(candidates):
@@ -110,8 +110,7 @@ async def _from_engine(ls, uri: str, cursor: int, language_id: str, candidates: 
         t0 = time.perf_counter()
         done = await asyncio.wait_for(completer.run(request, **extra), timeout=cfg.request_timeout_s)
         ls.served += 1
-        if not quick:
-            ls.warm_documents.add(uri)
+        ls.answered.add(uri)
         ls.record_latency({**done.timings_ms, "handler": _ms_since(t0), "cached": False,
                            "tokens": done.stats.generated_tokens, "prompt_tokens": done.stats.prompt_tokens,
                            "reused_tokens": done.stats.reused_tokens,
@@ -145,7 +144,6 @@ async def _prefetch(ls, uri: str, text: str, cursor: int, language_id: str) -> N
         log.info("pre-fetch dropped: %s", exc)
         return
     ls.prefetched += 1
-    ls.warm_documents.add(uri)
     ls.cache.put(uri, text, cursor, done.text)
 
 
@@ -175,8 +173,6 @@ async def _warm(ls, uri: str, after: asyncio.Task | None) -> None:
         log.info("warm-up dropped: %s", exc)
         return
     ls.warmed += 1
-    if uri in ls.last_cursor:   # a caret known from a request, not the top of a file just opened
-        ls.warm_documents.add(uri)
 
 
 def _prepare(ls, completer, uri: str, cursor: int, language_id: str, quick: bool = False):

@@ -71,7 +71,7 @@ class EyasServer(LanguageServer):
         self.prefetched = self.warmed = 0
         self.adapter: IdleAdapter | None = None        # the `adapt: idle` run, if one was started
         self.last_cursor: dict[str, int] = {}          # per document: where completions were last asked
-        self.warm_documents: set[str] = set()          # full prompts prefilled since open (answers.QUICK_BUDGET)
+        self.answered: set[str] = set()                # documents the engine has answered since open
 
     # -- model ---------------------------------------------------------------------------------
     def start_loading(self) -> None:
@@ -303,7 +303,7 @@ def _register(ls: EyasServer) -> None:
         ls.line_indexes.pop(uri, None)
         ls.cache.forget(uri)
         ls.last_cursor.pop(uri, None)
-        ls.warm_documents.discard(uri)
+        ls.answered.discard(uri)
         if (task := ls.inflight.pop(uri, None)) is not None:
             task.cancel()
 
