@@ -70,14 +70,3 @@ class TimeBudget:
                 log_line(log, f"--minutes {self.seconds / 60:g}: {total} -> {fitted} steps (the cosine ends there)")
             return fitted
         return total
-        now = self.clock()
-        if self.mark is None:
-            self.mark = (now, step)
-        elif step - self.mark[1] == self.calibrate:
-            rate = self.calibrate / (now - self.mark[0])
-            left = self.seconds - (now - self.start)
-            fitted = max(step, min(total, step + int(self.margin * rate * left)))
-            if fitted != total:
-                log_line(log, f"--minutes {self.seconds / 60:g}: {total} -> {fitted} steps (the cosine ends there)")
-            return fitted
-        return total
