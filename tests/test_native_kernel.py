@@ -1,11 +1,14 @@
-"""The few-row bf16 tile kernel (completion/engine/lean/native.py, kernels/bf16_rows.c): the
-product within float32 rounding of an exact one, bias and odd sizes included, and a row's bits
-independent of the rows beside it and of the thread count (what lossless verification needs).
-On a CPU without AMX the kernel is not used and these tests skip, saying why."""
+"""Eyas's CPU kernels (completion/engine/lean/native.py, kernels/*.c). The few-row bf16 tile
+kernel: the product within float32 rounding of an exact one, bias and odd sizes included, and a
+row's bits independent of the rows beside it and of the thread count (what lossless verification
+needs). The row-wise kernels: RMSNorm and SiLU * up with the bits of the torch expressions Hugging
+Face computes, on values with the outliers real activations have. On a CPU without AMX the
+kernels are not used and these tests skip, saying why."""
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from completion.engine.lean import native
 
@@ -64,3 +67,29 @@ def test_tile_linear_adopts_a_linear_in_place():
     with torch.no_grad():
         many = torch.randn(native.FEW_ROWS + 1, 96, dtype=torch.bfloat16)
         assert torch.equal(lin(many), torch.nn.functional.linear(many, lin.weight, lin.bias))
+
+
+def heavy_tailed(*shape, seed=0):
+    """bf16 values spread over many binades, as residual streams are (a few huge, most small)."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) * torch.exp(2 * torch.randn(*shape, generator=g))).bfloat16()
+
+
+@pytest.mark.parametrize("hidden", [896, 1536, 4096, 8192 + 256])   # 0.5B, 1.5B; past 256 groups: a deeper cascade
+def test_rms_norm_has_hugging_faces_bits(hidden):
+    x, weight = heavy_tailed(300, hidden), (1 + 0.3 * heavy_tailed(hidden, seed=1)).bfloat16()
+    hf = weight * (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6)).bfloat16()
+    got = native.rms_norm(x, weight, 1e-6)
+    assert torch.equal(got, hf)
+    assert torch.equal(native.rms_norm(x[7:8], weight, 1e-6), got[7:8])   # a row alone: the same bits
+
+
+def test_silu_times_up_has_torchs_bits_over_every_gate():
+    gate = torch.arange(-120.0, 100.0, 1 / 64).bfloat16()   # past exp's overflow at both ends
+    gate = gate[: len(gate) // 32 * 32]
+    up = heavy_tailed(len(gate))
+    got = native.silu_mul(torch.cat([gate, up])[None])
+    assert torch.equal(got[0], F.silu(gate) * up)
+    rows = heavy_tailed(9, 2 * 4864, seed=2)
+    assert torch.equal(native.silu_mul(rows), F.silu(rows[:, :4864]) * rows[:, 4864:])
+    assert torch.equal(native.silu_mul(rows[4:5]), native.silu_mul(rows)[4:5])

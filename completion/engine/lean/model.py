@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import native
 from .cache import RopeTables, StaticKVCache
 from .config import LeanConfig
 from .weights import (FEW_ROWS, Int4Weight, Int8Weight, LayerWeights, LeanWeights, PackedWeight, TileWeight,
@@ -100,6 +101,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     also hold one row per head ([heads, D] for x [n, heads, D])."""
     if x.dtype == torch.float32 and weight.shape == x.shape[-1:]:
         return F.rms_norm(x, x.shape[-1:], weight, eps)
+    if weight.shape == x.shape[-1:] and native.rows_ready(x) and not torch.compiler.is_compiling():
+        return native.rms_norm(x, weight, eps)   # the same bits in one pass (kernels/rows.c)
     return weight * F.rms_norm(x.float(), x.shape[-1:], eps=eps).to(x.dtype)
 
 
@@ -231,7 +234,10 @@ class LeanModel:
 
     @staticmethod
     def mlp(x, w: LayerWeights):
-        gate, up = linear(x, w.gate_up).chunk(2, dim=-1)
+        gate_up = linear(x, w.gate_up)
+        if native.rows_ready(gate_up) and not torch.compiler.is_compiling():
+            return linear(native.silu_mul(gate_up), w.down)   # the same bits in one pass (kernels/rows.c)
+        gate, up = gate_up.chunk(2, dim=-1)
         return linear(F.silu(gate) * up, w.down)
 
     def experts(self, x, w: LayerWeights):

@@ -1,5 +1,6 @@
-"""The few-row bf16 kernel (kernels/bf16_rows.c): built once with the machine's C compiler into the
-user cache, loaded with ctypes, used where the CPU has AMX (Intel Sapphire Rapids and later).
+"""Eyas's CPU kernels (kernels/*.c): the bf16 matrix product on the AMX tile unit (bf16_rows.c) and
+the row-wise steps beside it (rows.c: RMSNorm, SiLU * up). Built once with the machine's C compiler
+into the user cache, loaded with ctypes, used where the CPU has AMX (Intel Sapphire Rapids and later).
 
 Nothing here is required: without a compiler, without AMX, or with EYAS_NATIVE=0 the lean model
 keeps torch's kernels (`available()` is False and says why in `reason()`).
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("kernels") / "bf16_rows.c"
+SOURCES = [Path(__file__).with_name("kernels") / name for name in ("bf16_rows.c", "rows.c")]
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile", "amx_bf16")
 CFLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16",
           "-fopenmp", "-shared", "-fPIC"]
@@ -45,23 +46,23 @@ def cpu_flags() -> set[str]:
 
 
 def build() -> Path:
-    """The shared library for this source, compiled into the cache on first use (to a temporary
+    """The shared library for these sources, compiled into the cache on first use (to a temporary
     name, then renamed: a concurrent or interrupted build never leaves a half-written library)."""
-    source = SOURCE.read_bytes()
+    source = b"".join(s.read_bytes() for s in SOURCES)
     tag = hashlib.sha256(source + " ".join(CFLAGS).encode()).hexdigest()[:16]
-    lib = kernel_dir() / f"bf16_rows-{tag}.so"
+    lib = kernel_dir() / f"eyas-kernels-{tag}.so"
     if lib.exists():
         return lib
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if cc is None:
-        raise RuntimeError("no C compiler (gcc) to build the bf16 kernel")
+        raise RuntimeError("no C compiler (gcc) to build the CPU kernels")
     lib.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=lib.name, dir=lib.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *CFLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True)
+        proc = subprocess.run([cc, *CFLAGS, "-o", tmp, *map(str, SOURCES)], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"building {SOURCE.name} failed: {proc.stderr.strip()[-600:]}")
+            raise RuntimeError(f"building the CPU kernels failed: {proc.stderr.strip()[-600:]}")
         os.replace(tmp, lib)
     finally:
         if os.path.exists(tmp):
@@ -90,6 +91,10 @@ def _load() -> None:
                    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
     fn.restype = None
     _state["fn"] = fn
+    lib.eyas_rms_norm.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_float,
+                                  ctypes.c_void_p, ctypes.c_int]
+    lib.eyas_silu_mul.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
+    _state["rms_norm"], _state["silu_mul"] = lib.eyas_rms_norm, lib.eyas_silu_mul
 
 
 def _ensure() -> dict:
@@ -131,8 +136,32 @@ def rows_mm(x: torch.Tensor, packed: torch.Tensor, n: int, bias: torch.Tensor | 
     return out
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Hugging Face's RMSNorm of bf16 rows x [..., H] with its bf16 weight [H], in one pass."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    _state["rms_norm"](x.data_ptr(), x.numel() // x.shape[-1], x.shape[-1], weight.data_ptr(), eps, out.data_ptr(),
+                       torch.get_num_threads())
+    return out
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """SiLU(gate) * up for bf16 rows [M, 2I] holding gate then up, in one pass: [M, I]."""
+    gate_up = gate_up.contiguous()
+    m, i = gate_up.shape[0], gate_up.shape[1] // 2
+    out = gate_up.new_empty(m, i)
+    _state["silu_mul"](gate_up.data_ptr(), m, i, out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def rows_ready(x: torch.Tensor) -> bool:
+    """Whether the row-wise kernels (rms_norm, silu_mul) take x: bf16 on the CPU, rows of a
+    multiple of 32 values, the kernels built."""
+    return x.dtype == torch.bfloat16 and x.device.type == "cpu" and x.shape[-1] % 32 == 0 and available()
+
+
 def report() -> None:
-    print(f"bf16 tile kernel: {'in use (' + str(build()) + ')' if available() else 'not in use: ' + reason()}")
+    print(f"CPU kernels: {'in use (' + str(build()) + ')' if available() else 'not in use: ' + reason()}")
 
 
 FEW_ROWS = 32   # rows up to which the lean model's few-row kernels (and TileLinear) run: weights.FEW_ROWS
