@@ -165,20 +165,23 @@ def test_multiline_mode_overrides_the_syntax_decision(tiny_model_dir):
     assert "\n" not in never.text
 
 
-def test_prefill_in_chunks_equals_one_pass_and_stops_between_chunks(engine):
+def test_prefill_in_chunks_equals_one_pass_and_stops_where_asked(engine):
     """Chunked prefill gives the logits of a single pass; a stop request leaves the cache holding
-    exactly the chunks computed, and the next prefill carries on from there."""
+    exactly the chunks computed, and the next prefill carries on from there. The lean runner asks
+    between layers too, so a stop inside a chunk appends nothing of it."""
     from completion.engine.target import PREFILL_CHUNK, PrefillStopped, prefill
     from completion.engine.torch_engine import new_runner
 
-    ids = [int(t) for t in torch.randint(0, 1000, (2 * PREFILL_CHUNK + 17,))]
+    chunked = new_runner(engine.model, engine.impl)
+    chunk = getattr(chunked, "prefill_chunk", PREFILL_CHUNK)
+    ids = [int(t) for t in torch.randint(0, 1000, (2 * chunk + 17,))]
     whole = new_runner(engine.model, engine.impl)
     reference, _ = whole.forward(ids, logits_to_keep=1)
-    chunked = new_runner(engine.model, engine.impl)
     calls = []
     with pytest.raises(PrefillStopped):
-        prefill(chunked, ids, should_stop=lambda: calls.append(1) or True)
-    assert chunked.ids == ids[:PREFILL_CHUNK] and len(calls) == 1
+        prefill(chunked, ids, should_stop=lambda: calls.append(1) or len(calls) == 2)
+    within_chunks = hasattr(chunked, "prefill_chunk")
+    assert chunked.ids == ([] if within_chunks else ids[:2 * chunk]) and len(calls) == 2
     last, _ = prefill(chunked, ids[chunked.reuse_prefix(ids):])
     assert chunked.ids == ids
     assert torch.allclose(last, reference[-1], atol=1e-4)

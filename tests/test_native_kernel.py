@@ -93,3 +93,43 @@ def test_silu_times_up_has_torchs_bits_over_every_gate():
     rows = heavy_tailed(9, 2 * 4864, seed=2)
     assert torch.equal(native.silu_mul(rows), F.silu(rows[:, :4864]) * rows[:, 4864:])
     assert torch.equal(native.silu_mul(rows[4:5]), native.silu_mul(rows)[4:5])
+
+
+def test_rope_into_the_cache_rounds_as_hugging_face():
+    """Queries rotated as x * cos + rotate_half(x) * sin with each product rounded to bf16 (as
+    Hugging Face's bf16 arithmetic does); keys rotated the same and values copied into the cache
+    rows of their positions, nothing else written."""
+    torch.manual_seed(0)
+    n, heads, kv_heads, d = 5, 14, 2, 64
+    qkv = heavy_tailed(n, (heads + 2 * kv_heads) * d)
+    cos, sin = torch.randn(n, d).bfloat16(), torch.randn(n, d).bfloat16()
+    k_cache, v_cache = torch.zeros(kv_heads, 32, d).bfloat16(), torch.zeros(kv_heads, 32, d).bfloat16()
+    positions = torch.arange(10, 10 + n)
+    q = native.rope_to_cache(qkv, heads, kv_heads, positions, cos, sin, k_cache, v_cache)
+    qk = qkv[:, :(heads + kv_heads) * d].view(n, heads + kv_heads, d)
+    swapped = qk.unflatten(-1, (2, d // 2)).flip(-2).flatten(-2)       # sin carries rotate-half's sign
+    expected = qk * cos[:, None] + swapped * sin[:, None]
+    assert torch.equal(q, expected[:, :heads])
+    assert torch.equal(k_cache[:, 10:10 + n].transpose(0, 1), expected[:, heads:])
+    assert torch.equal(v_cache[:, 10:10 + n].transpose(0, 1), qkv[:, (heads + kv_heads) * d:].view(n, kv_heads, d))
+    assert not k_cache[:, :10].any() and not v_cache[:, 10 + n:].any()
+
+
+@pytest.mark.parametrize("n,start,d", [(512, 0, 64), (256, 700, 64), (37, 100, 64), (300, 5, 128), (20, 0, 64)])
+def test_prefill_attention_is_causal_attention_within_bf16_rounding(n, start, d):
+    """Every query head of each KV head, positions start .. start + n - 1 over cache rows
+    [0, start + n), rows and keys not multiples of the kernel's blocks; the rows of the cache past
+    the prompt hold garbage that must not be read."""
+    torch.manual_seed(n + start)
+    kv_heads, group, capacity = 2, 7, 1 << (start + n - 1).bit_length()
+    k_cache, v_cache = torch.randn(kv_heads, capacity, d).bfloat16(), torch.randn(kv_heads, capacity, d).bfloat16()
+    k_cache[:, start + n:], v_cache[:, start + n:] = float("nan"), float("nan")
+    q = (2 * torch.randn(n, kv_heads * group, d)).bfloat16()
+    got = native.prefill_attention(q, k_cache, v_cache, start)
+    length = start + n
+    unseen = torch.arange(length)[None, :] > torch.arange(start, length)[:, None]
+    keys, values = (c[:, :length].double().repeat_interleave(group, 0) for c in (k_cache, v_cache))
+    scores = torch.einsum("nhd,htd->hnt", q.double(), keys) * d ** -0.5
+    exact = torch.einsum("hnt,htd->nhd", scores.masked_fill(unseen, float("-inf")).softmax(-1), values)
+    assert got.shape == q.shape and torch.isfinite(got.float()).all()
+    assert (got.double() - exact).abs().max() < 0.02   # bf16 probabilities and output: ~1e-2 at worst

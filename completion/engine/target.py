@@ -10,31 +10,34 @@ import torch
 from transformers import DynamicCache
 
 
-# Tokens per prefill forward: a cancel takes effect between chunks. Longer chunks run faster, up
-# to a point (Qwen2.5-Coder-0.5B bf16, 2 threads, a 1k-token prompt through the lean forward:
-# 128-token chunks ~1.1 s, 256 ~0.8-0.85 s, 384-512 0.83-1.08 s), and a 256-token chunk still
-# yields to a cancel within ~0.2 s.
+# Tokens per prefill forward of a runner that stops only between forwards (Hugging Face's): a
+# cancel takes effect between chunks. Longer chunks run faster, up to a point (Qwen2.5-Coder-0.5B
+# bf16, 2 threads, a 1k-token prompt through the lean forward: 128-token chunks ~1.1 s, 256
+# ~0.8-0.85 s, 384-512 0.83-1.08 s), and a 256-token chunk still yields to a cancel within ~0.2 s.
+# A runner that also stops between layers names its own chunk (`prefill_chunk`).
 PREFILL_CHUNK = 256
 
 
 class PrefillStopped(Exception):
-    """A prefill given up between chunks because its request was cancelled."""
+    """A prefill given up because its request was cancelled."""
 
 
 def prefill(runner, new_ids: list[int], hidden_layers: tuple[int, ...] = (), should_stop=None):
-    """runner.forward over `new_ids` in chunks, asking `should_stop()` between them, so a
-    cancelled request (a pre-fetch that a keystroke supersedes) frees the model within one chunk
-    instead of after the whole prompt. The cache stays consistent: `ids` lists what was computed.
+    """runner.forward over `new_ids` in chunks, asking `should_stop()` between them (and the
+    runner between its layers, where it can), so a cancelled request (a pre-fetch that a keystroke
+    supersedes) frees the model within a chunk instead of after the whole prompt. The cache stays
+    consistent: `ids` lists what was computed.
     Returns (the last position's logits [V], hidden states of every position or None)."""
     hidden = []
-    for start in range(0, len(new_ids), PREFILL_CHUNK):
+    chunk = getattr(runner, "prefill_chunk", PREFILL_CHUNK)
+    for start in range(0, len(new_ids), chunk):
         if start and should_stop is not None and should_stop():
             raise PrefillStopped()
-        last = start + PREFILL_CHUNK >= len(new_ids)
+        last = start + chunk >= len(new_ids)
         # only the last position's logits are wanted: an earlier chunk's one row of lm_head would
         # cost a decode step's largest matrix (Qwen2.5-Coder-0.5B, 1k tokens: 8 x 20 ms of 1.4 s)
-        logits, h = runner.forward(new_ids[start:start + PREFILL_CHUNK], hidden_layers,
-                                   logits_to_keep=1 if last else None)
+        logits, h = runner.forward(new_ids[start:start + chunk], hidden_layers,
+                                   logits_to_keep=1 if last else None, should_stop=should_stop)
         if h is not None:
             hidden.append(h)
     return logits[-1], (torch.cat(hidden) if hidden else None)
@@ -74,11 +77,12 @@ class TargetRunner:
 
     @torch.inference_mode()
     def forward(self, new_ids: list[int], hidden_layers: tuple[int, ...] = (), *,
-                logits_to_keep: int | None = 0):
+                logits_to_keep: int | None = 0, should_stop=None):
         """Append `new_ids` to the cache. Returns (logits [n, V] float32, hidden [n, len(layers)*H]
         or None) where hidden concatenates the residual streams *entering* the given layers.
         `logits_to_keep` > 0 computes logits for the last that many positions only (a prefill
-        needs one row, not a [prompt, 152k] matrix); None computes none (logits [0, V])."""
+        needs one row, not a [prompt, 152k] matrix); None computes none (logits [0, V]).
+        `should_stop` is not asked here: Hugging Face's forward runs to its end."""
         if not new_ids:
             raise ValueError("forward needs at least one token")
         input_ids = torch.tensor([new_ids], device=self.model.device)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from . import native
+from ..target import PrefillStopped
 from .cache import RopeTables, StaticKVCache
 from .config import LeanConfig
 from .weights import (FEW_ROWS, Int4Weight, Int8Weight, LayerWeights, LeanWeights, PackedWeight, TileWeight,
@@ -157,22 +158,26 @@ class LeanModel:
     @torch.inference_mode()   # the cache and RoPE tables are inference tensors (see cache.py)
     def hidden_states(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: StaticKVCache,
                       attend_len: int, hidden_layers: tuple[int, ...] = (),
-                      masked: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """input_ids, positions: [n]. Writes the tokens' keys/values at `positions`, attends over
-        cache rows [0, attend_len), and returns (final-normed states [n, H], the residual streams
+                      masked: bool = True, should_stop=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """input_ids, positions: [n], positions consecutive up to attend_len - 1. Writes the tokens'
+        keys/values at `positions`, attends over cache rows [0, attend_len), and returns (final-normed states [n, H], the residual streams
         entering `hidden_layers` concatenated [n, len * H] or None). `masked=False` is for a single
-        token whose position is attend_len - 1 (it may see every row, so no mask is built)."""
+        token whose position is attend_len - 1 (it may see every row, so no mask is built).
+        `should_stop()`, when given, is asked before each layer: True raises PrefillStopped."""
         return self.layers(input_ids, positions, cache.k, cache.v, self.rope.cos, self.rope.sin, attend_len,
-                           hidden_layers, masked)
+                           hidden_layers, masked, should_stop)
 
     def layers(self, input_ids, positions, k_cache, v_cache, cos_table, sin_table, attend_len: int,
-               hidden_layers: tuple[int, ...], masked: bool):
+               hidden_layers: tuple[int, ...], masked: bool, should_stop=None):
         """hidden_states with every growable buffer passed in, so that a compiled graph takes
         them as inputs (of any size) instead of baking in the ones it was traced with."""
         x = F.embedding(input_ids, self.w.embed)
         cos, sin = cos_table[positions].unsqueeze(1), sin_table[positions].unsqueeze(1)
+        n = input_ids.shape[0]
+        attend = "one" if not masked else "rows" if self.dtype != torch.float32 and n <= ROW_BY_ROW_MAX \
+            else "tiles" if self.attends_on_tiles() else "mask"
         mask = None
-        if masked:   # causal with an offset: row i sees cache rows up to its own position
+        if attend == "mask":   # causal with an offset: row i sees cache rows up to its own position
             # additive (0 / -inf) rather than boolean: SDPA turns a boolean mask into this in every
             # layer; built once, the same bits come out ~5% faster (1k-token prefill, 128-row chunks)
             unseen = torch.arange(attend_len, device=x.device)[None, :] > positions[:, None]
@@ -184,11 +189,13 @@ class LeanModel:
         # ints, and a dict keyed by them raised KeyError there (dynamo then skipped the whole graph)
         captured = [None] * len(hidden_layers)
         for i, layer in enumerate(self.w.layers):
+            if should_stop is not None and should_stop():
+                raise PrefillStopped()
             for j, wanted in enumerate(hidden_layers):
                 if wanted == i:
                     captured[j] = x
             h = rms_norm(x, layer.input_norm, self.cfg.rms_norm_eps)
-            x = x + self.attention(h, layer, cos, sin, positions, k_cache[i], v_cache[i], attend_len, mask)
+            x = x + self.attention(h, layer, cos, sin, positions, k_cache[i], v_cache[i], attend_len, attend, mask)
             h = rms_norm(x, layer.post_norm, self.cfg.rms_norm_eps)
             x = x + (self.experts(h, layer) if layer.router is not None else self.mlp(h, layer))
         aux = torch.cat(captured, dim=-1) if hidden_layers else None
@@ -197,22 +204,34 @@ class LeanModel:
     def logits(self, normed: torch.Tensor) -> torch.Tensor:
         return linear(normed, self.w.lm_head).float()
 
-    def attention(self, x, w: LayerWeights, cos, sin, positions, k_cache, v_cache, attend_len, mask):
+    def attends_on_tiles(self) -> bool:
+        """Whether a prefill chunk's attention runs on the AMX tile unit (kernels/attention.c)."""
+        return (self.dtype == torch.bfloat16 and self.device.type == "cpu" and self.cfg.head_dim % 64 == 0
+                and self.cfg.head_dim <= 256 and native.available() and not torch.compiler.is_compiling())
+
+    def attention(self, x, w: LayerWeights, cos, sin, positions, k_cache, v_cache, attend_len, attend: str, mask):
         cfg, n = self.cfg, x.shape[0]
         qkv = linear(x, w.qkv, w.qkv_bias)
-        # queries and keys side by side: one norm (per-head weights, Qwen3 only) and one rotation for both
-        qk = qkv[:, : cfg.q_size + cfg.kv_size].view(n, cfg.num_heads + cfg.num_kv_heads, cfg.head_dim)
-        if w.qk_norm is not None:
-            qk = rms_norm(qk, w.qk_norm, cfg.rms_norm_eps)
-        q, k = rotate(qk, cos, sin).split([cfg.num_heads, cfg.num_kv_heads], 1)
-        v = qkv[:, cfg.q_size + cfg.kv_size:].view(n, cfg.num_kv_heads, cfg.head_dim)
-        # cache layout [kv_heads, T, D]: the rows one attention reads are a plain slice
-        k_cache.index_copy_(1, positions, k.transpose(0, 1))
-        v_cache.index_copy_(1, positions, v.transpose(0, 1))
-        if mask is None:   # one token at the end: it sees every row
+        if w.qk_norm is None and native.rows_ready(qkv) and cfg.head_dim % 32 == 0 and not torch.compiler.is_compiling():
+            # one pass: rotate as Hugging Face rounds, write keys and values into the cache (kernels/rows.c)
+            q = native.rope_to_cache(qkv, cfg.num_heads, cfg.num_kv_heads, positions, cos[:, 0], sin[:, 0],
+                                     k_cache, v_cache)
+        else:
+            # queries and keys side by side: one norm (per-head weights, Qwen3 only) and one rotation for both
+            qk = qkv[:, : cfg.q_size + cfg.kv_size].view(n, cfg.num_heads + cfg.num_kv_heads, cfg.head_dim)
+            if w.qk_norm is not None:
+                qk = rms_norm(qk, w.qk_norm, cfg.rms_norm_eps)
+            q, k = rotate(qk, cos, sin).split([cfg.num_heads, cfg.num_kv_heads], 1)
+            v = qkv[:, cfg.q_size + cfg.kv_size:].view(n, cfg.num_kv_heads, cfg.head_dim)
+            # cache layout [kv_heads, T, D]: the rows one attention reads are a plain slice
+            k_cache.index_copy_(1, positions, k.transpose(0, 1))
+            v_cache.index_copy_(1, positions, v.transpose(0, 1))
+        if attend == "one":   # one token at the end: it sees every row
             out = attend_one(q[0], k_cache, v_cache, attend_len)[None]
-        elif x.dtype != torch.float32 and n <= ROW_BY_ROW_MAX:
+        elif attend == "rows":
             out = self.attend_row_by_row(q, k_cache, v_cache, attend_len)
+        elif attend == "tiles":   # a prefill chunk: positions attend_len - n .. attend_len - 1
+            out = native.prefill_attention(q, k_cache, v_cache, attend_len - n)
         else:   # as attend_one: a KV head's query heads as its rows, ~18% faster than enable_gqa
             kv_heads, d = cfg.num_kv_heads, cfg.head_dim
             out = F.scaled_dot_product_attention(q.transpose(0, 1).reshape(1, kv_heads, -1, d),

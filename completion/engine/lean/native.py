@@ -1,5 +1,6 @@
-"""Eyas's CPU kernels (kernels/*.c): the bf16 matrix product on the AMX tile unit (bf16_rows.c) and
-the row-wise steps beside it (rows.c: RMSNorm, SiLU * up). Built once with the machine's C compiler
+"""Eyas's CPU kernels (kernels/*.c): the bf16 matrix product on the AMX tile unit (bf16_rows.c), a
+prefill chunk's attention on it (attention.c), and the row-wise steps beside them (rows.c: RMSNorm,
+SiLU * up, RoPE into the cache). Built once with the machine's C compiler
 into the user cache, loaded with ctypes, used where the CPU has AMX (Intel Sapphire Rapids and later).
 
 Nothing here is required: without a compiler, without AMX, or with EYAS_NATIVE=0 the lean model
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-SOURCES = [Path(__file__).with_name("kernels") / name for name in ("bf16_rows.c", "rows.c")]
+SOURCES = [Path(__file__).with_name("kernels") / name for name in ("bf16_rows.c", "attention.c", "rows.c")]
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile", "amx_bf16")
 CFLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16",
           "-fopenmp", "-shared", "-fPIC"]
@@ -48,7 +49,7 @@ def cpu_flags() -> set[str]:
 def build() -> Path:
     """The shared library for these sources, compiled into the cache on first use (to a temporary
     name, then renamed: a concurrent or interrupted build never leaves a half-written library)."""
-    source = b"".join(s.read_bytes() for s in SOURCES)
+    source = b"".join(s.read_bytes() for s in [*SOURCES, SOURCES[0].with_name("common.h")])
     tag = hashlib.sha256(source + " ".join(CFLAGS).encode()).hexdigest()[:16]
     lib = kernel_dir() / f"eyas-kernels-{tag}.so"
     if lib.exists():
@@ -94,7 +95,13 @@ def _load() -> None:
     lib.eyas_rms_norm.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_float,
                                   ctypes.c_void_p, ctypes.c_int]
     lib.eyas_silu_mul.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
-    _state["rms_norm"], _state["silu_mul"] = lib.eyas_rms_norm, lib.eyas_silu_mul
+    lib.eyas_rope_to_cache.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 4, *[ctypes.c_void_p] * 6,
+                                       ctypes.c_int64, ctypes.c_int]
+    _state["rms_norm"], _state["silu_mul"], _state["rope"] = lib.eyas_rms_norm, lib.eyas_silu_mul, lib.eyas_rope_to_cache
+    lib.eyas_prefill_attention.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 4, ctypes.c_void_p, ctypes.c_void_p,
+                                           ctypes.c_int64, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
+    lib.eyas_prefill_attention.restype = ctypes.c_int
+    _state["attention"] = lib.eyas_prefill_attention
 
 
 def _ensure() -> dict:
@@ -151,6 +158,34 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     m, i = gate_up.shape[0], gate_up.shape[1] // 2
     out = gate_up.new_empty(m, i)
     _state["silu_mul"](gate_up.data_ptr(), m, i, out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def rope_to_cache(qkv: torch.Tensor, heads: int, kv_heads: int, positions: torch.Tensor, cos: torch.Tensor,
+                  sin: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
+    """One layer's bf16 q|k|v rows [n, (heads + 2 kv_heads) * D]: the queries RoPE-rotated as
+    [n, heads, D]; the keys rotated and the values copied into the caches [kv_heads, T, D] at
+    `positions`. cos, sin: [n, D] (sin signed as RopeTables stores it)."""
+    qkv, cos, sin = qkv.contiguous(), cos.contiguous(), sin.contiguous()
+    n, d = qkv.shape[0], k_cache.shape[-1]
+    assert k_cache.is_contiguous() and v_cache.is_contiguous() and positions.dtype == torch.int64
+    q = qkv.new_empty(n, heads, d)
+    _state["rope"](qkv.data_ptr(), n, heads, kv_heads, d, positions.contiguous().data_ptr(), cos.data_ptr(),
+                   sin.data_ptr(), q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), k_cache.shape[1],
+                   torch.get_num_threads())
+    return q
+
+
+def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start: int) -> torch.Tensor:
+    """Causal attention of bf16 queries q [n, heads, D] at positions start .. start + n - 1 over
+    cache rows [0, start + n) of k_cache, v_cache [kv_heads, T, D] (heads KV-major, as Hugging
+    Face's repeat_kv orders them): [n, heads, D]. D a multiple of 64, at most 256."""
+    q = q.contiguous()
+    n, heads, d = q.shape
+    out = torch.empty_like(q)
+    if _state["attention"](q.data_ptr(), n, heads, k_cache.shape[0], d, k_cache.data_ptr(), v_cache.data_ptr(),
+                           k_cache.shape[1], start, d ** -0.5, out.data_ptr(), torch.get_num_threads()):
+        raise MemoryError("no memory for the attention kernel's scratch")
     return out
 
 

@@ -15,20 +15,12 @@
  * the result depends on nothing but row m and column n: whatever M, the thread count or the row
  * chunking, a verification row equals the decode step that would have computed it alone.
  */
-#include <immintrin.h>
-#include <stdint.h>
-#include <string.h>
+#include "common.h"
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #define GROUP 64      /* outputs per weight stream: 4 C tiles of 16 */
 #define MAX_ROWS 16   /* rows of a tile */
-
-struct tile_config {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-};
 
 /* Linux hands a process the AMX state only on request (oneDNN asks too; asking twice is fine). */
 int eyas_amx_init(void) {

@@ -1,49 +1,30 @@
 /* Row-wise steps of the lean forward in bf16, each one pass over memory: RMSNorm with its weight,
- * and SiLU(gate) * up. torch runs each as 3-5 passes (float copies, pow, mean, rsqrt, casts), and
- * its SiLU on bf16 costs more than the product that made its input: in a 1k-token prefill of
- * Qwen2.5-Coder-0.5B (2 threads) SiLU and the multiplications took 117 of 745 ms.
+ * SiLU(gate) * up, and RoPE with the keys and values written into the cache. torch runs each as
+ * 3-5 passes (float copies, pow, mean, rsqrt, casts, flips, index copies), and its SiLU on bf16
+ * costs more than the product that made its input: in a 1k-token prefill of Qwen2.5-Coder-0.5B
+ * (2 threads) these steps took ~190 of 745 ms.
  *
  * The arithmetic is Hugging Face's, rounding where it rounds: RMSNorm normalises in float32, rounds
  * to bf16, then multiplies by the weight and rounds again; the MLP rounds SiLU(gate) to bf16 before
- * multiplying by up. Every row is computed alone, by one thread, so a row's bits do not depend on
+ * multiplying by up; RoPE rounds both products before adding them. Every row is computed alone, by one thread, so a row's bits do not depend on
  * how many rows come with it (verification rows equal decode steps).
  */
-#include <immintrin.h>
 #include <math.h>
-#include <stdint.h>
 
-static inline __m512 load_bf16(const uint16_t *p) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
-}
-
-/* float32 -> bf16 bits as torch rounds (nearest even, NaN to its canonical NaN). The VCVTNEPS2BF16
- * instruction rounds the same but flushes results below 2^-126 to zero, where torch keeps them:
- * vectors holding such a value (or a NaN) take the integer path. */
-static inline __m256i bf16_bits(__m512 v) {
-    __mmask16 odd = _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(0x1p-126f), _CMP_LT_OQ)
-                    & _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);   /* subnormal or NaN */
-    if (__builtin_expect(!odd, 1)) return (__m256i)_mm512_cvtneps_pbh(v);
-    __m512i b = _mm512_castps_si512(v);
-    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(b, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
-    return _mm512_cvtepi32_epi16(r);
-}
-
-static inline __m512 round_bf16(__m512 v) {   /* to bf16 and back */
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16_bits(v)), 16));
-}
-
-static inline void store_bf16(uint16_t *p, __m512 v) {
-    _mm256_storeu_si256((__m256i *)p, bf16_bits(v));
-}
+#include "common.h"
 
 /* e^x in float32 within ~2 ulp: x = n ln2 + r, |r| <= ln2 / 2, e^r by its degree-7 Taylor
- * polynomial, scaled by 2^n; past 88.7 it overflows to inf as expf does, so SiLU of a very negative
- * gate is -0, as torch's. On every bf16 gate in [-120, 100] SiLU * up equals torch's, bit for bit. */
+ * polynomial, times 2^n by adding n to the exponent bits (n taken from the low mantissa bits of
+ * x log2(e) + 1.5 * 2^23: roundscale and scalef, the textbook instructions, cost 1.8x as much in
+ * attention.c); n - 1 goes in and a doubling follows, so that n = 128 still fits. Past 88.72 it is
+ * inf as expf's, so SiLU of a very negative gate is -0, as torch's; below -85.9 it stays at
+ * e^-85.9, which 1 + e^x cannot tell from 0. On every bf16 gate in [-120, 100] SiLU * up equals
+ * torch's, bit for bit. */
 static inline __m512 exp_ps(__m512 x) {
-    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(100.f)), _mm512_set1_ps(-103.9f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
+    __mmask16 overflow = _mm512_cmp_ps_mask(x, _mm512_set1_ps(88.7228f), _CMP_GT_OQ);
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.7228f)), _mm512_set1_ps(-85.9f));
+    __m512 shifted = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _mm512_set1_ps(12582912.f));
+    __m512 n = _mm512_sub_ps(shifted, _mm512_set1_ps(12582912.f));
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
     __m512 p = _mm512_set1_ps(1.f / 5040);
@@ -54,7 +35,9 @@ static inline __m512 exp_ps(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-    return _mm512_scalef_ps(p, n);
+    __m512i n_minus_1 = _mm512_sub_epi32(_mm512_slli_epi32(_mm512_castps_si512(shifted), 23), _mm512_set1_epi32(1 << 23));
+    __m512 e = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), n_minus_1)), _mm512_set1_ps(2.f));
+    return _mm512_mask_mov_ps(e, overflow, _mm512_set1_ps(INFINITY));
 }
 
 /* Rows at or above which the row loops use every thread (a decode step's one row stays on one). */
@@ -122,6 +105,39 @@ void eyas_silu_mul(const uint16_t *gate_up, int64_t M, int64_t I, uint16_t *out,
             __m512 g = load_bf16(gate + j);
             __m512 silu = _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.f), exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), g))));
             store_bf16(out + i * I + j, _mm512_mul_ps(round_bf16(silu), load_bf16(up + j)));
+        }
+    }
+}
+
+/* Rotate the first D/2 and last D/2 values of each head by RoPE as Hugging Face does,
+ * x * cos + rotate_half(x) * sin with each product rounded to bf16 and then their sum, where
+ * `sin` holds rotate-half's sign already (its first half negated: cache.py RopeTables). */
+static void rotate_head(const uint16_t *x, const uint16_t *cos, const uint16_t *sin, int64_t D, uint16_t *out) {
+    int64_t half = D / 2;
+    for (int64_t j = 0; j < D; j += 16) {
+        int64_t partner = j < half ? j + half : j - half;
+        __m512 a = round_bf16(_mm512_mul_ps(load_bf16(x + j), load_bf16(cos + j)));
+        __m512 b = round_bf16(_mm512_mul_ps(load_bf16(x + partner), load_bf16(sin + j)));
+        store_bf16(out + j, _mm512_add_ps(a, b));
+    }
+}
+
+/* One layer's q|k|v rows [n, (heads + 2 kv_heads) * D] at `positions`, with each row's RoPE cos and
+ * sin [n, D]: queries rotated into q_out [n, heads, D]; keys rotated and values copied into the
+ * caches [kv_heads, capacity, D] at each row's position. D % 32 == 0. */
+void eyas_rope_to_cache(const uint16_t *qkv, int64_t n, int64_t heads, int64_t kv_heads, int64_t D,
+                        const int64_t *positions, const uint16_t *cos_rows, const uint16_t *sin_rows,
+                        uint16_t *q_out, uint16_t *k_cache, uint16_t *v_cache, int64_t capacity, int threads) {
+    int64_t width = (heads + 2 * kv_heads) * D;
+    #pragma omp parallel for schedule(static) num_threads(threads) if (n >= PARALLEL_ROWS)
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t *row = qkv + i * width;
+        const uint16_t *cos = cos_rows + i * D, *sin = sin_rows + i * D;
+        for (int64_t h = 0; h < heads; h++) rotate_head(row + h * D, cos, sin, D, q_out + (i * heads + h) * D);
+        for (int64_t h = 0; h < kv_heads; h++) {
+            int64_t at = (h * capacity + positions[i]) * D;
+            rotate_head(row + (heads + h) * D, cos, sin, D, k_cache + at);
+            memcpy(v_cache + at, row + (heads + kv_heads + h) * D, D * sizeof(uint16_t));
         }
     }
 }
