@@ -172,15 +172,16 @@ def test_prefill_in_chunks_equals_one_pass_and_stops_where_asked(engine):
     from completion.engine.target import PREFILL_CHUNK, PrefillStopped, prefill
     from completion.engine.torch_engine import new_runner
 
-    chunked = new_runner(engine.model, engine.impl)
-    chunk = getattr(chunked, "prefill_chunk", PREFILL_CHUNK)
+    from completion.engine.lean import LeanTargetRunner
+
+    chunked, chunk = new_runner(engine.model, engine.impl), PREFILL_CHUNK
     ids = [int(t) for t in torch.randint(0, 1000, (2 * chunk + 17,))]
     whole = new_runner(engine.model, engine.impl)
     reference, _ = whole.forward(ids, logits_to_keep=1)
     calls = []
     with pytest.raises(PrefillStopped):
         prefill(chunked, ids, should_stop=lambda: calls.append(1) or len(calls) == 2)
-    within_chunks = hasattr(chunked, "prefill_chunk")
+    within_chunks = isinstance(chunked, LeanTargetRunner)
     assert chunked.ids == ([] if within_chunks else ids[:2 * chunk]) and len(calls) == 2
     last, _ = prefill(chunked, ids[chunked.reuse_prefix(ids):])
     assert chunked.ids == ids

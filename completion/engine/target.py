@@ -10,11 +10,10 @@ import torch
 from transformers import DynamicCache
 
 
-# Tokens per prefill forward of a runner that stops only between forwards (Hugging Face's): a
-# cancel takes effect between chunks. Longer chunks run faster, up to a point (Qwen2.5-Coder-0.5B
-# bf16, 2 threads, a 1k-token prompt through the lean forward: 128-token chunks ~1.1 s, 256
-# ~0.8-0.85 s, 384-512 0.83-1.08 s), and a 256-token chunk still yields to a cancel within ~0.2 s.
-# A runner that also stops between layers names its own chunk (`prefill_chunk`).
+# Tokens per prefill forward. Longer chunks ran faster only up to 256 (Qwen2.5-Coder-0.5B bf16, 2
+# threads, a 1k-token prompt, lean forward: 128-token chunks ~1.1 s, 256 ~0.8 s, 512 ~1.0 s with
+# torch's kernels, as fast as 256 with Eyas's own): past it, activations outgrow the caches. A
+# cancel takes effect between chunks (and between layers in the lean runner).
 PREFILL_CHUNK = 256
 
 
@@ -29,14 +28,13 @@ def prefill(runner, new_ids: list[int], hidden_layers: tuple[int, ...] = (), sho
     consistent: `ids` lists what was computed.
     Returns (the last position's logits [V], hidden states of every position or None)."""
     hidden = []
-    chunk = getattr(runner, "prefill_chunk", PREFILL_CHUNK)
-    for start in range(0, len(new_ids), chunk):
+    for start in range(0, len(new_ids), PREFILL_CHUNK):
         if start and should_stop is not None and should_stop():
             raise PrefillStopped()
-        last = start + chunk >= len(new_ids)
+        last = start + PREFILL_CHUNK >= len(new_ids)
         # only the last position's logits are wanted: an earlier chunk's one row of lm_head would
         # cost a decode step's largest matrix (Qwen2.5-Coder-0.5B, 1k tokens: 8 x 20 ms of 1.4 s)
-        logits, h = runner.forward(new_ids[start:start + chunk], hidden_layers,
+        logits, h = runner.forward(new_ids[start:start + PREFILL_CHUNK], hidden_layers,
                                    logits_to_keep=1 if last else None, should_stop=should_stop)
         if h is not None:
             hidden.append(h)

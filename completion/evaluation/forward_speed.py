@@ -2,7 +2,7 @@
 
 For each precision (float32, bf16, int8, int4) it times, on the torch engine's model thread as the
 engine runs them: a prompt's prefill the way the engine does it (completion.engine.target.prefill,
-in the runner's chunks), greedy decode ms/token after it, and one forward of 5 / 8 new
+chunks of PREFILL_CHUNK tokens), greedy decode ms/token after it, and one forward of 5 / 8 new
 rows (a verification of K = 4 / 7 drafts), for the lean forward and for the Hugging Face one, and
 prints the lean/HF ratios side by side. Hugging Face has no int8/int4 path: quantized lean rows
 are compared with HF bf16. Each figure is the best of --repeats runs (the CPU is shared), HF and

@@ -13,12 +13,6 @@ from .model import LeanModel
 
 
 class LeanTargetRunner:
-    # Tokens per prefill forward (target.prefill). A cancel stops it between layers, so the chunk
-    # is the fastest one, not a bound on how long a cancelled pre-fetch holds the model
-    # (Qwen2.5-Coder-0.5B bf16, 2 threads, a 1k-token prompt: 256-token chunks 643 ms, 512 599,
-    # 1024 836: past 512, activations outgrow the caches)
-    prefill_chunk = 512
-
     def __init__(self, model: LeanModel, compiled=None):
         self.model = model
         self.compiled = compiled      # a CompiledSteps for the small fixed-shape steps, or None
