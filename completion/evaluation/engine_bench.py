@@ -302,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"batch 1, greedy, median of {args.repeats}; {machine['cpu']}, {args.threads} threads, "
           f"load average {machine['load_average'][0]:.2f}")
     print("prefill = time to first token; ms/tok = decode time per token after the first; "
-          "x llama = tok/s / llama.cpp plain tok/s at the same precision; agree = tokens equal to Eyas plain")
+          "x llama = tok/s / llama.cpp plain tok/s at equal precision (int8: q8_0, int4: q4); "
+          "agree = tokens equal to Eyas plain at the same precision")
     print(table(cells, best, args.prompt_lengths, args.new_tokens))
     bars = bar_lines(cells, args.prompt_lengths)
     print("\n" + "\n".join(bars))
