@@ -160,8 +160,9 @@ class LeanModel:
                       attend_len: int, hidden_layers: tuple[int, ...] = (),
                       masked: bool = True, should_stop=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """input_ids, positions: [n], positions consecutive up to attend_len - 1. Writes the tokens'
-        keys/values at `positions`, attends over cache rows [0, attend_len), and returns (final-normed states [n, H], the residual streams
-        entering `hidden_layers` concatenated [n, len * H] or None). `masked=False` is for a single
+        keys/values at `positions`, attends over cache rows [0, attend_len), and returns
+        (final-normed states [n, H], the residual streams entering `hidden_layers` concatenated
+        [n, len * H] or None). `masked=False` is for a single
         token whose position is attend_len - 1 (it may see every row, so no mask is built).
         `should_stop()`, when given, is asked before each layer: True raises PrefillStopped."""
         return self.layers(input_ids, positions, cache.k, cache.v, self.rope.cos, self.rope.sin, attend_len,
