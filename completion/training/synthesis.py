@@ -151,12 +151,19 @@ def corpus_source(data_dir: Path, tokenizer_json: Path, fim_rate: float) -> Prom
 # The target's greedy continuations and states
 # ---------------------------------------------------------------------------------------------------
 
-def greedy_labels(lm_head, states: torch.Tensor, rows: int = 512) -> torch.Tensor:
-    """argmax of lm_head(states) [B, T], a few hundred rows at a time and in the model's dtype: a
-    prefill's full logits ([32 x 256 prompts, 152k] for a Qwen Coder) would take gigabytes, and
-    copying them to float32 cost more than the forward (the argmax of bf16 logits is the same)."""
+def greedy_labels(head: torch.Tensor, states: torch.Tensor, block: int = 4096) -> torch.Tensor:
+    """argmax of states @ head.T [...] (head [V, H], the output rows), one block of the vocabulary
+    at a time, in the states' dtype: a prefill's full logits ([1024, 152k] for a Qwen Coder) would
+    be 311 MB in bf16, and blocks of 4,096 output rows cost a third of one matmul over them all
+    (0.22 s against 0.6 s for 1,024 rows on 2 cores). Ties go to the lower id, as argmax does."""
     flat = states.reshape(-1, states.shape[-1])
-    return torch.cat([lm_head(flat[i:i + rows]).argmax(-1) for i in range(0, len(flat), rows)]).view(states.shape[:-1])
+    best = torch.full((flat.shape[0],), float("-inf"), device=flat.device)
+    arg = torch.zeros(flat.shape[0], dtype=torch.long, device=flat.device)
+    for v in range(0, head.shape[0], block):
+        top, idx = (flat @ head[v:v + block].T).float().max(-1)
+        better = top > best
+        best, arg = torch.where(better, top, best), torch.where(better, idx + v, arg)
+    return arg.view(states.shape[:-1])
 
 
 @torch.inference_mode()
@@ -167,7 +174,7 @@ def generate_batch(model, prompts: list[list[int]], new_tokens: int, aux_layer_i
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
-    lm_head = model.get_output_embeddings()
+    head = model.get_output_embeddings().weight
     B, P = len(prompts), len(prompts[0])
     if any(len(p) != P for p in prompts):
         raise ValueError("a batch needs prompts of one length")
@@ -181,7 +188,7 @@ def generate_batch(model, prompts: list[list[int]], new_tokens: int, aux_layer_i
         hs = out.hidden_states
         aux.append(torch.cat([hs[i] for i in aux_layer_ids], dim=-1).to(torch.bfloat16).cpu())
         final.append(out.last_hidden_state.to(torch.bfloat16).cpu())
-        lab = greedy_labels(lm_head, out.last_hidden_state)
+        lab = greedy_labels(head, out.last_hidden_state)
         labels.append(lab.cpu())
         if step == new_tokens:
             break
@@ -196,7 +203,7 @@ def generate_batch(model, prompts: list[list[int]], new_tokens: int, aux_layer_i
             hs = out.hidden_states
             aux.append(torch.cat([hs[i] for i in aux_layer_ids], dim=-1).to(torch.bfloat16).cpu())
             final.append(out.last_hidden_state.to(torch.bfloat16).cpu())
-            labels.append(greedy_labels(lm_head, out.last_hidden_state).cpu())
+            labels.append(greedy_labels(head, out.last_hidden_state).cpu())
             break
         x = nxt
     ids_t = torch.cat([t.cpu() for t in ids], dim=1)
