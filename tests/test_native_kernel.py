@@ -1,6 +1,6 @@
 """Eyas's CPU kernels (completion/engine/lean/native.py, kernels/*.c). The few-row bf16 tile
-kernel: the product within float32 rounding of an exact one, bias and odd sizes included, and a
-row's bits independent of the rows beside it and of the thread count (what lossless verification
+kernel: the product within float32 rounding of an exact one, bias and odd sizes included, int8
+weights too, and a row's bits independent of the rows beside it and of the thread count (what lossless verification
 needs). The row-wise kernels: RMSNorm and SiLU * up with the bits of the torch expressions Hugging
 Face computes, on values with the outliers real activations have. On a CPU without AMX the
 kernels are not used and these tests skip, saying why."""
@@ -44,10 +44,31 @@ def test_a_rows_bits_do_not_depend_on_its_neighbours_or_threads():
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("n,k", [(1000, 896), (37, 64)])
+def test_int8_product_is_the_scaled_exact_one_and_rows_stay_independent(n, k):
+    """An int8 weight streams as int8 and is widened to bf16 exactly, so the product is that of
+    the dequantised weight up to float32 rounding, and rows keep their bits as in bf16."""
+    from completion.engine.lean.weights import Int8Weight
+
+    torch.manual_seed(n)
+    w = Int8Weight.of(torch.randn(n, k).bfloat16())
+    assert w.tiles is not None and w.tiles.dtype == torch.int8
+    x, bias = torch.randn(19, k).bfloat16(), torch.randn(n)
+    exact = x.double() @ (w.q.double() * w.scale.double()[:, None]).T + bias.double()
+    got = native.rows_mm(x, w.tiles, n, bias, out_dtype=torch.float32, scale=w.tile_scale).double()
+    assert ((got - exact).abs().max() / exact.abs().max()).item() < 1e-5
+    full = w.mm(x, bias.bfloat16())
+    assert full.dtype == torch.bfloat16
+    for i in (0, 7, 18):
+        assert torch.equal(w.mm(x[i:i + 1], bias.bfloat16()), full[i:i + 1])
+    with pytest.raises(ValueError, match="scale"):
+        native.rows_mm(x, w.tiles, n)
+
+
 def test_shapes_it_cannot_take_are_refused():
     with pytest.raises(ValueError, match="multiple of 32"):
         native.pack_rows(torch.zeros(64, 48, dtype=torch.bfloat16))
-    with pytest.raises(ValueError, match="bf16"):
+    with pytest.raises(ValueError, match="bf16 or int8"):
         native.pack_rows(torch.zeros(64, 64))
 
 

@@ -47,8 +47,7 @@ def product(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tenso
         w = w.dense
     if isinstance(w, (Int8Weight, Int4Weight)):
         if x.shape[0] <= FEW_ROWS:
-            out = w.mm(x.contiguous())
-            return out if bias is None else out + bias
+            return w.mm(x.contiguous(), bias)
         w = w.dense
     if isinstance(w, PackedWeight):
         if not torch.compiler.is_compiling():   # inductor cannot lower the packed op

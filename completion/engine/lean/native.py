@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 SOURCES = [Path(__file__).with_name("kernels") / name for name in ("bf16_rows.c", "attention.c", "rows.c")]
-CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile", "amx_bf16")
-CFLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mamx-tile", "-mamx-bf16",
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512vbmi", "avx512_bf16", "amx_tile", "amx_bf16")
+CFLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vbmi", "-mavx512bf16", "-mamx-tile", "-mamx-bf16",
           "-fopenmp", "-shared", "-fPIC"]
 GROUP = 64          # outputs per packed weight stream (kernels/bf16_rows.c)
 K_MULTIPLE = 32     # input columns per tile step
@@ -89,7 +89,7 @@ def _load() -> None:
         return
     fn = lib.eyas_bf16_rows
     fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
     fn.restype = None
     _state["fn"] = fn
     lib.eyas_rms_norm.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_float,
@@ -121,25 +121,36 @@ def reason() -> str:
 
 
 def pack_rows(w: torch.Tensor) -> torch.Tensor:
-    """A bf16 [N, K] weight (K a multiple of 32) in the kernel's layout: [N/64, K/2, 64, 2], N padded."""
+    """A bf16 or int8 [N, K] weight (K a multiple of 32) in the kernel's layout: [N/64, K/2, 64, 2],
+    N padded."""
     n, k = w.shape
-    if w.dtype != torch.bfloat16 or k % K_MULTIPLE:
-        raise ValueError(f"the tile kernel takes bf16 weights with columns a multiple of {K_MULTIPLE}, "
+    if w.dtype not in (torch.bfloat16, torch.int8) or k % K_MULTIPLE:
+        raise ValueError(f"the tile kernel takes bf16 or int8 weights with columns a multiple of {K_MULTIPLE}, "
                          f"not {w.dtype} {n}x{k}")
     padded = -(-n // GROUP) * GROUP
     if padded != n:
         w = torch.cat([w, w.new_zeros(padded - n, k)])
-    return w.reshape(padded // GROUP, GROUP, k // 2, 2).transpose(1, 2).contiguous()
+    packed = w.reshape(padded // GROUP, GROUP, k // 2, 2).transpose(1, 2).contiguous()
+    if w.dtype == torch.int8:   # sign and magnitude, each 64-byte chunk in the order widen_int8 undoes
+        if int(w.min()) < -127:
+            raise ValueError("int8 tile weights take -127..127 (sign and magnitude)")
+        magnitude = packed.abs().view(torch.uint8) | (packed < 0).to(torch.uint8) << 7
+        # element h*32 + lane*8 + i sits at byte lane*16 + h*8 + i: unpacklo/hi interleave per 128-bit lane
+        packed = magnitude.view(-1, 2, 4, 8).transpose(1, 2).contiguous().view(torch.int8).view(packed.shape)
+    return packed
 
 
 def rows_mm(x: torch.Tensor, packed: torch.Tensor, n: int, bias: torch.Tensor | None = None,
-            out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    """x [M, K] bf16 @ w.T (+ bias, float32 [N]) with w as pack_rows made it; out [M, N] bf16 or float32."""
+            out_dtype: torch.dtype = torch.bfloat16, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """x [M, K] bf16 @ w.T (+ bias, float32 [N]) with w as pack_rows made it; out [M, N] bf16 or float32.
+    An int8 w needs `scale` (float32 [N]): the product is then x @ (w * scale[:, None]).T."""
+    if (packed.dtype == torch.int8) != (scale is not None):
+        raise ValueError("an int8 weight needs its scale, and only an int8 weight takes one")
     x = x.contiguous()
     out = torch.empty(x.shape[0], n, dtype=out_dtype)
     _state["fn"](x.data_ptr(), x.shape[0], x.shape[1], packed.data_ptr(), n,
-                 None if bias is None else bias.data_ptr(), out.data_ptr(), int(out_dtype == torch.float32),
-                 torch.get_num_threads())
+                 None if scale is None else scale.data_ptr(), None if bias is None else bias.data_ptr(),
+                 out.data_ptr(), int(out_dtype == torch.float32), torch.get_num_threads())
     return out
 
 

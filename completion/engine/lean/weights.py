@@ -115,12 +115,17 @@ FEW_ROWS = native.FEW_ROWS
 
 @dataclass
 class Int8Weight:
-    """A weight-only int8 matrix with one scale per output row. torch's CPU kernel for it
-    (`_weight_int8pack_mm`) reads a quarter of the f32 bytes; it wants bf16 activations (its f32
-    path is several times slower than f32 `linear`), so int8 runs with a bf16 model."""
+    """A weight-only int8 matrix with one scale per output row. For few rows it runs on the tile
+    kernel where the CPU has one (`tiles`: kernels/bf16_rows.c widens the int8 stream to bf16 block
+    by block, so K + 1 verification rows cost about one decode step: Qwen2.5-Coder-0.5B ...), else
+    on torch's `_weight_int8pack_mm`, which reads a quarter of the f32 bytes but costs 2.7-4.5x a
+    row at 5-9 rows. Both want bf16 activations (torch's f32 path is several times slower than f32
+    `linear`), so int8 runs with a bf16 model."""
     q: torch.Tensor       # [N, K] int8
     scale: torch.Tensor   # [N], the activations' dtype
     dense: torch.Tensor | PackedWeight   # the bf16 weight it came from (see FEW_ROWS)
+    tiles: torch.Tensor | None = None    # q in the tile kernel's layout (native.pack_rows)
+    tile_scale: torch.Tensor | None = None   # scale in float32, for the tile kernel
 
     @classmethod
     def of(cls, w: torch.Tensor) -> "Int8Weight":
@@ -130,10 +135,17 @@ class Int8Weight:
         lo, hi = f.aminmax(dim=1)
         scale = torch.maximum(-lo, hi).clamp_(min=1e-8).div_(127)
         q = f.div_(scale[:, None]).round_().clamp_(-127, 127).to(torch.int8)
-        return cls(q.contiguous(), scale.to(w.dtype), w)
+        weight = cls(q.contiguous(), scale.to(w.dtype), w)
+        if w.device.type == "cpu" and q.shape[1] % native.K_MULTIPLE == 0 and native.available():
+            weight.tiles, weight.tile_scale = native.pack_rows(weight.q), weight.scale.float()
+        return weight
 
-    def mm(self, x: torch.Tensor) -> torch.Tensor:
-        return torch._weight_int8pack_mm(x, self.q, self.scale)
+    def mm(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        if self.tiles is not None and not torch.compiler.is_compiling():
+            return native.rows_mm(x, self.tiles, self.q.shape[0], None if bias is None else bias.float(),
+                                  scale=self.tile_scale)
+        out = torch._weight_int8pack_mm(x, self.q, self.scale)
+        return out if bias is None else out + bias
 
 
 # Input columns per scale and zero point (see Int4Weight). Qwen2.5-Coder-0.5B over 768 tokens of
@@ -169,8 +181,9 @@ class Int4Weight:
         scales_zeros = torch.stack([scale.t(), (lo + 8 * scale).t()], dim=-1).to(torch.bfloat16).contiguous()
         return cls(torch._convert_weight_to_int4pack_for_cpu(q, 1), scales_zeros, group, w)
 
-    def mm(self, x: torch.Tensor) -> torch.Tensor:
-        return torch._weight_int4pack_mm_for_cpu(x, self.packed, self.group, self.scales_zeros)
+    def mm(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        out = torch._weight_int4pack_mm_for_cpu(x, self.packed, self.group, self.scales_zeros)
+        return out if bias is None else out + bias
 
 
 QUANTIZERS = {"int8": Int8Weight.of, "int4": Int4Weight.of}

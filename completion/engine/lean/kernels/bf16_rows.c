@@ -36,20 +36,69 @@ static void configure(int rows) {
     _tile_loadconfig(&cfg);
 }
 
-static void group_rows(const uint16_t *x, int64_t m0, int rows, int64_t K, const uint16_t *packed,
-                       int64_t g, int64_t N, const float *bias, void *out, int out_f32) {
-    const uint16_t *w = packed + g * (K / 2) * GROUP * 2;
+/* An int8 weight as the kernel stores it (native.pack_rows): sign and magnitude (bit 7, bits 0-6),
+ * each 64-byte chunk in the byte order the unpacks below undo. Widening a chunk to bf16 is then two
+ * table lookups (the high and low bytes of bf16(|q|), 128 entries each: vpermi2b), the sign or-ed
+ * in, and two byte interleaves: 6 vector ops per 64 weights where int8 -> int32 -> float -> bf16
+ * took 14 (the lm_head of Qwen2.5-Coder-0.5B, 2 threads: ...). Exact: every |q| <= 127 is a bf16
+ * value, so the products and sums are those of the bf16 kernel on q, and the scale multiplies
+ * each output once at the end. */
+struct bf16_tables { __m512i hi_lo, hi_hi, lo_lo, lo_hi; };   /* bytes of bf16(m), m < 64 and m >= 64 */
+
+static struct bf16_tables magnitude_tables(void) {
+    uint8_t hi[128], lo[128];
+    for (int m = 0; m < 128; m++) {
+        float f = (float)m;
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        uint16_t b = (uint16_t)(u >> 16);             /* exact: m has at most 7 significant bits */
+        hi[m] = (uint8_t)(b >> 8);
+        lo[m] = (uint8_t)b;
+    }
+    struct bf16_tables t = {_mm512_loadu_si512(hi), _mm512_loadu_si512(hi + 64),
+                            _mm512_loadu_si512(lo), _mm512_loadu_si512(lo + 64)};
+    return t;
+}
+
+/* 16 pairs of input columns x 64 outputs: 2048 int8 -> bf16 in the bf16 kernel's layout */
+static void widen_int8(const int8_t *src, uint16_t *dst, const struct bf16_tables *t) {
+    const __m512i sign = _mm512_set1_epi8((char)0x80);
+    for (int i = 0; i < 16 * GROUP * 2; i += 64) {
+        __m512i q = _mm512_loadu_si512(src + i);
+        __m512i hi = _mm512_permutex2var_epi8(t->hi_lo, q, t->hi_hi);
+        __m512i lo = _mm512_permutex2var_epi8(t->lo_lo, q, t->lo_hi);
+        hi = _mm512_ternarylogic_epi32(hi, q, sign, 0xF8);          /* hi | (q & 0x80) */
+        _mm512_store_si512(dst + i, _mm512_unpacklo_epi8(lo, hi));
+        _mm512_store_si512(dst + i + 32, _mm512_unpackhi_epi8(lo, hi));
+    }
+}
+
+/* One group of 64 outputs for `rows` rows. scale == NULL: `packed` holds bf16; else int8 with one
+ * float32 scale per output (the int8 stream is half the bytes, widened block by block in L1). */
+static void group_rows(const uint16_t *x, int64_t m0, int rows, int64_t K, const void *packed,
+                       int64_t g, int64_t N, const float *scale, const float *bias, void *out, int out_f32,
+                       const struct bf16_tables *tables) {
+    const int width = scale ? 1 : 2;                             /* bytes per weight */
+    const char *w = (const char *)packed + g * (K / 2) * GROUP * 2 * width;
+    uint16_t block[2][16 * GROUP * 2] __attribute__((aligned(64)));
+    const int64_t step = 16 * GROUP * 2 * width;                  /* bytes per 32 input columns */
+    if (scale) widen_int8((const int8_t *)w, block[0], tables);
     _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-    for (int64_t k = 0; k < K; k += 32) {
-        const uint16_t *wk = w + (k / 2) * GROUP * 2;            /* 16 pairs x 64 outputs x 2 */
+    for (int64_t k = 0, i = 0; k < K; k += 32, i ^= 1) {
+        const char *wk = w + (k / 32) * step;                     /* 16 pairs x 64 outputs x 2 */
         if (k + 2 * 32 < K)    /* two steps ahead: ~5% faster streams than the hardware prefetcher alone */
-            for (int line = 0; line < 64; line++)
-                _mm_prefetch((const char *)(wk + 2 * 32 * GROUP + line * 32), _MM_HINT_T0);
+            for (int line = 0; line < 32 * width; line++)
+                _mm_prefetch(wk + 2 * step + line * 64, _MM_HINT_T0);
+        const uint16_t *b = (const uint16_t *)wk;
+        if (scale) {   /* the next block widens while the tile unit works on this one */
+            if (k + 32 < K) widen_int8((const int8_t *)(wk + step), block[i ^ 1], tables);
+            b = block[i];
+        }
         _tile_loadd(4, x + m0 * K + k, K * 2);
-        _tile_loadd(5, wk, GROUP * 4);      _tile_dpbf16ps(0, 4, 5);
-        _tile_loadd(6, wk + 32, GROUP * 4); _tile_dpbf16ps(1, 4, 6);
-        _tile_loadd(7, wk + 64, GROUP * 4); _tile_dpbf16ps(2, 4, 7);
-        _tile_loadd(5, wk + 96, GROUP * 4); _tile_dpbf16ps(3, 4, 5);
+        _tile_loadd(5, b, GROUP * 4);      _tile_dpbf16ps(0, 4, 5);
+        _tile_loadd(6, b + 32, GROUP * 4); _tile_dpbf16ps(1, 4, 6);
+        _tile_loadd(7, b + 64, GROUP * 4); _tile_dpbf16ps(2, 4, 7);
+        _tile_loadd(5, b + 96, GROUP * 4); _tile_dpbf16ps(3, 4, 5);
     }
     float c[4][MAX_ROWS][16];
     _tile_stored(0, c[0], 64); _tile_stored(1, c[1], 64); _tile_stored(2, c[2], 64); _tile_stored(3, c[3], 64);
@@ -58,8 +107,9 @@ static void group_rows(const uint16_t *x, int64_t m0, int rows, int64_t K, const
         if (n >= N) break;
         __mmask16 mask = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1);
         __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + n) : _mm512_setzero_ps();
+        __m512 s = scale ? _mm512_maskz_loadu_ps(mask, scale + n) : _mm512_set1_ps(1.0f);
         for (int i = 0; i < rows; i++) {
-            __m512 v = _mm512_add_ps(_mm512_loadu_ps(c[j][i]), b);
+            __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(c[j][i]), s, b);
             int64_t at = (m0 + i) * N + n;
             if (out_f32) _mm512_mask_storeu_ps((float *)out + at, mask, v);
             else _mm256_mask_storeu_epi16((uint16_t *)out + at, mask, (__m256i)_mm512_cvtneps_pbh(v));
@@ -67,18 +117,19 @@ static void group_rows(const uint16_t *x, int64_t m0, int rows, int64_t K, const
     }
 }
 
-/* x: bf16 [M, K], K % 32 == 0. packed: see above. bias: float32 [N] or NULL.
- * out [M, N]: float32 when out_f32, else bf16. */
-void eyas_bf16_rows(const uint16_t *x, int64_t M, int64_t K, const uint16_t *packed, int64_t N,
-                    const float *bias, void *out, int out_f32, int threads) {
+/* x: bf16 [M, K], K % 32 == 0. packed: see above, bf16, or int8 when scale (float32 [N]) is given.
+ * bias: float32 [N] or NULL. out [M, N]: float32 when out_f32, else bf16. */
+void eyas_bf16_rows(const uint16_t *x, int64_t M, int64_t K, const void *packed, int64_t N,
+                    const float *scale, const float *bias, void *out, int out_f32, int threads) {
     int64_t groups = (N + GROUP - 1) / GROUP;
     #pragma omp parallel num_threads(threads)
     {
+        struct bf16_tables tables = magnitude_tables();
         for (int64_t m = 0; m < M; m += MAX_ROWS) {
             int rows = M - m < MAX_ROWS ? (int)(M - m) : MAX_ROWS;
             configure(rows);
             #pragma omp for schedule(static)
-            for (int64_t g = 0; g < groups; g++) group_rows(x, m, rows, K, packed, g, N, bias, out, out_f32);
+            for (int64_t g = 0; g < groups; g++) group_rows(x, m, rows, K, packed, g, N, scale, bias, out, out_f32, &tables);
         }
         _tile_release();
     }
