@@ -1,6 +1,6 @@
-"""Eyas's CPU kernels (kernels/*.c): the bf16 matrix product on the AMX tile unit (bf16_rows.c), a
-prefill chunk's attention on it (attention.c), and the row-wise steps beside them (rows.c: RMSNorm,
-SiLU * up, RoPE into the cache). Built once with the machine's C compiler
+"""Eyas's CPU kernels (kernels/*.c): the few-row matrix product on the AMX tile unit for bf16 and
+int8 weights (bf16_rows.c), a prefill chunk's attention on it (attention.c), and the row-wise steps
+beside them (rows.c: RMSNorm, SiLU * up, RoPE into the cache). Built once with the machine's C compiler
 into the user cache, loaded with ctypes, used where the CPU has AMX (Intel Sapphire Rapids and later).
 
 Nothing here is required: without a compiler, without AMX, or with EYAS_NATIVE=0 the lean model
