@@ -143,5 +143,5 @@ def test_an_unset_draft_prefers_the_workspaces_adapted_drafter(tmp_path, cache, 
     adapted.mkdir(parents=True)
     (adapted / "provenance.json").write_text(json.dumps({"model": models.DEFAULT_MODEL}))
     assert models.default_draft(None, "bf16", "cpu", str(repo / "bisect.py")) == str(adapted)
-    assert models.default_draft(None, "int8", "cpu", str(repo)) is None      # plain where speculation loses
+    assert models.default_draft(None, "float32", "cpu", str(repo)) is None   # plain where speculation loses
     assert models.default_draft("pocket", "bf16", "cpu", str(repo)) is None

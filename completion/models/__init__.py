@@ -137,21 +137,27 @@ def ships_draft(entry: PackagedModel | ShippedModel | None) -> bool:
 
 def default_draft(model: str | None, precision: str, device: str, workspace: str | None = None) -> str | None:
     """What an unset `draft` means: the drafter shipped with a packaged model where speculation pays,
-    i.e. where verifying K+1 rows costs about one row: bf16 (the CPU tile kernel, or a GPU) or any GPU
-    precision. On a CPU, float32 and weight-only int8/int4 rows cost ~2x one row (docs/
-    qwen2.5-coder-0.5b.md#speed), so those decode plain. The pocket drafter is never on by default:
+    i.e. where verifying K+1 rows costs about one row: any GPU precision, and on a CPU with Eyas's
+    tile kernel bf16 and int8 (docs/bench-engines.md: int8 P-EAGLE 1.16-1.23x plain). Elsewhere on
+    a CPU, float32, int4 (torch's kernel) and int8 without the tile kernel cost ~2x a row per
+    verification row (docs/qwen2.5-coder-0.5b.md#speed), so those decode plain. The pocket drafter is never on by default:
     it decodes HumanEval only 1.10x faster than plain at one thread (docs/pocket.md). A drafter
     that `eyas adapt` fitted to the `workspace` comes before the shipped one."""
     name = model or DEFAULT_MODEL
     entry = MODELS.get(name)
     if not (isinstance(entry, PackagedModel) and ships_draft(entry)):
         return None
-    if device.startswith("cpu") and precision != "bf16":
+    if device.startswith("cpu") and not (precision == "bf16" or precision == "int8" and _tile_kernel()):
         return None
     if workspace:
         from completion.adapt import adapted_draft
         return adapted_draft(Path(workspace), name) or SHIPPED_DRAFT
     return SHIPPED_DRAFT
+
+
+def _tile_kernel() -> bool:
+    from completion.engine.lean import native
+    return native.available()
 
 
 def resolve_draft(model: str | None, draft: str | None) -> str | None:
