@@ -137,11 +137,11 @@ def ships_draft(entry: PackagedModel | ShippedModel | None) -> bool:
 
 def default_draft(model: str | None, precision: str, device: str, workspace: str | None = None) -> str | None:
     """What an unset `draft` means: the drafter shipped with a packaged model where speculation pays,
-    i.e. where verifying K+1 rows costs about one row: any GPU precision, and on a CPU with Eyas's
-    tile kernel bf16 and int8 (docs/bench-engines.md: int8 P-EAGLE 1.16-1.23x plain). Elsewhere on
-    a CPU, float32, int4 (torch's kernel) and int8 without the tile kernel cost ~2x a row per
-    verification row (docs/qwen2.5-coder-0.5b.md#speed), so those decode plain. The pocket drafter is never on by default:
-    it decodes HumanEval only 1.10x faster than plain at one thread (docs/pocket.md). A drafter
+    i.e. where verifying K+1 rows costs about one row: any GPU precision, and on a CPU bf16 and, with
+    Eyas's tile kernel, int8 (docs/bench-engines.md: int8 P-EAGLE 1.16-1.23x plain). Elsewhere on a
+    CPU (float32, int4, int8 on torch's kernel) a verification row costs ~2x a row
+    (docs/qwen2.5-coder-0.5b.md#speed), so those decode plain. The pocket drafter is never on by
+    default: it decodes HumanEval only 1.10x faster than plain at one thread (docs/pocket.md). A drafter
     that `eyas adapt` fitted to the `workspace` comes before the shipped one."""
     name = model or DEFAULT_MODEL
     entry = MODELS.get(name)

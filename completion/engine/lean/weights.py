@@ -117,9 +117,8 @@ FEW_ROWS = native.FEW_ROWS
 class Int8Weight:
     """A weight-only int8 matrix with one scale per output row. For few rows it runs on the tile
     kernel where the CPU has one (`tiles`: kernels/bf16_rows.c widens the int8 stream to bf16 block
-    by block, so K + 1 verification rows cost about one decode step: Qwen2.5-Coder-0.5B's whole
-    step at 1,024 tokens of context, 2 threads, 1 / 5 rows: 42 / 49 ms, where torch's kernel took
-    50 / 98 and bf16 61 / 62 in the same run), else on torch's `_weight_int8pack_mm`. Both want
+    by block, so K + 1 verification rows cost about one decode step and P-EAGLE pays in int8:
+    docs/bench-engines.md), else on torch's `_weight_int8pack_mm`, whose 5 rows cost ~2 steps. Both want
     bf16 activations (torch's f32 path is several times slower than f32 `linear`), so int8 runs
     with a bf16 model."""
     q: torch.Tensor       # [N, K] int8

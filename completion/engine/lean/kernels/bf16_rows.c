@@ -40,10 +40,8 @@ static void configure(int rows) {
  * each 64-byte chunk in the byte order the unpacks below undo. Widening a chunk to bf16 is then two
  * table lookups (the high and low bytes of bf16(|q|), 128 entries each: vpermi2b), the sign or-ed
  * in, and two byte interleaves: 6 vector ops per 64 weights where int8 -> int32 -> float -> bf16
- * took 14 (the lm_head of Qwen2.5-Coder-0.5B, one row, 2 threads: ~7 ms against ~8.5; the bf16
- * weight takes ~11-13 ms, torch's int8 kernel 12 ms, 26 ms at 5 rows). Exact: every |q| <= 127 is a bf16
- * value, so the products and sums are those of the bf16 kernel on q, and the scale multiplies
- * each output once at the end. */
+ * takes 14. Exact: every |q| <= 127 is a bf16 value, so the products and sums are those of the
+ * bf16 kernel on q, and the scale multiplies each output once at the end. */
 struct bf16_tables { __m512i hi_lo, hi_hi, lo_lo, lo_hi; };   /* bytes of bf16(m), m < 64 and m >= 64 */
 
 static struct bf16_tables magnitude_tables(void) {
