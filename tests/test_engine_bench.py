@@ -164,24 +164,26 @@ def test_quick_bench_writes_every_column(tiny_pair, tmp_path, capsys):
         if c["status"] == "skipped":
             assert c["reason"]
             continue
-        for length in ("32", "64"):
-            m = c["lengths"][length]
+        assert set(c["sets"]) == {"32", "64", "humaneval-fim"}    # --quick: one HumanEval FIM request
+        for m in c["sets"].values():
             assert m["decode_ms_per_token"] > 0 and m["prefill_ms"] > 0 and len(m["token_ids"]) == 8
     for precision in ("f32", "bf16"):
         for peer in ("eyas-plain", "eyas-eagle3", "eyas-peagle", "hf"):
             assert cells[(peer, precision)]["status"] == "measured", cells[(peer, precision)]
         for peer in ("eyas-eagle3", "eyas-peagle"):   # greedy speculative decoding is lossless
-            assert all(m["agree"] == 8 for m in cells[(peer, precision)]["lengths"].values())
+            assert all(m["agree"] == 8 for m in cells[(peer, precision)]["sets"].values())
         assert "make install-vllm" in cells[("vllm-peagle", precision)]["reason"]
     assert "not offered" in cells[("eyas-plain", "q8_0")]["reason"]
     for peer in ("eyas-plain", "eyas-peagle"):   # int8 weights: Eyas only, lossless against its own plain
         assert cells[(peer, "int8")]["status"] == "measured", cells[(peer, "int8")]
-    assert all(m["agree"] == 8 for m in cells[("eyas-peagle", "int8")]["lengths"].values())
+    assert all(m["agree"] == 8 for m in cells[("eyas-peagle", "int8")]["sets"].values())
     assert "not offered" in cells[("hf", "int8")]["reason"]
     q4_reason = cells[("llama-plain", "q4")]["reason"]       # q4 is a registry model's own GGUF
     assert "registry" in q4_reason or "install-peers" in q4_reason
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
-    assert "x llama" in printed and "prompt 64 tokens" in printed and "skipped:" in printed
+    assert "x llama" in printed and "prompt 64 tokens" in printed and "prompts humaneval-fim" in printed
+    assert "skipped:" in printed
+    assert report["config"]["prompt_sets"]["64"] == [64] and len(report["config"]["prompt_sets"]["humaneval-fim"]) == 1
     assert len(report["bars"]) == 5 and all(b.startswith(("[PASS]", "[FAIL]")) for b in report["bars"])
     assert "[PASS] speculative output equals plain output" in printed

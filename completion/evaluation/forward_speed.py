@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     path = resolve_model(args.model)
-    prompt = source_prompts(Path(path), [args.prompt_tokens])[args.prompt_tokens]
+    [prompt] = source_prompts(Path(path), [args.prompt_tokens])[str(args.prompt_tokens)]
 
     def bench():
         torch.set_num_threads(args.threads)   # on the model thread: its OpenMP team is the one that runs

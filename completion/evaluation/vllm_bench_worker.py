@@ -4,9 +4,11 @@
     .venv-vllm/bin/python completion/evaluation/vllm_bench_worker.py job.json result.json
 
 job.json: {"target": DIR, "draft": DIR | null, "k": int | null, "dtype": "float32" | "bfloat16",
-           "prompts": {"512": [ids...], ...}, "new_tokens": int, "repeats": int, "max_model_len": int}
-result.json: {"init_s": float, "lengths": {"512": {"runs": [{"ttft_ms", "total_ms", "tokens"}...],
-              "token_ids": [...], "num_drafts": int, "num_accepted": int}}}
+           "prompts": {"512": [[ids...]], "humaneval-fim": [[ids...], ...]}, "new_tokens": int,
+           "repeats": int, "max_model_len": int}
+result.json: {"init_s": float, "sets": {"512": {"runs": [{"ttft_ms", "total_ms", "tokens"}...],
+              "token_ids": [...], "num_drafts": int, "num_accepted": int}}}: per prompt set, every
+              prompt's runs, and its prompts' last outputs end to end
 
 `LLM.generate` returns whole outputs, so the time to the first token is measured by a run with
 max_tokens=1, and decode time as (N-token run - 1-token run) / (N - 1). The engine core starts as a
@@ -39,17 +41,18 @@ def timed_generate(llm, prompt, max_tokens: int):
     return (time.perf_counter() - t0) * 1e3, list(out.token_ids)
 
 
-def bench_length(llm, prompt, new_tokens: int, repeats: int) -> dict:
-    timed_generate(llm, prompt, 2)                               # warm-up
-    runs, token_ids = [], []
-    drafts0, accepted0 = spec_totals(llm)
-    for _ in range(repeats):
-        ttft_ms, _ = timed_generate(llm, prompt, 1)
-        total_ms, token_ids = timed_generate(llm, prompt, new_tokens)
-        runs.append({"ttft_ms": ttft_ms, "total_ms": total_ms, "tokens": len(token_ids)})
-    drafts1, accepted1 = spec_totals(llm)
-    return {"runs": runs, "token_ids": token_ids, "num_drafts": drafts1 - drafts0,
-            "num_accepted": accepted1 - accepted0}
+def bench_set(llm, prompts, new_tokens: int, repeats: int) -> dict:
+    runs, token_ids, drafts, accepted = [], [], 0, 0
+    for prompt in prompts:
+        timed_generate(llm, prompt, 2)                           # warm-up
+        drafts0, accepted0 = spec_totals(llm)
+        for _ in range(repeats):
+            ttft_ms, _ = timed_generate(llm, prompt, 1)
+            total_ms, ids = timed_generate(llm, prompt, new_tokens)
+            runs.append({"ttft_ms": ttft_ms, "total_ms": total_ms, "tokens": len(ids)})
+        drafts1, accepted1 = spec_totals(llm)
+        token_ids, drafts, accepted = token_ids + ids, drafts + drafts1 - drafts0, accepted + accepted1 - accepted0
+    return {"runs": runs, "token_ids": token_ids, "num_drafts": drafts, "num_accepted": accepted}
 
 
 def main(job_file: str, result_file: str) -> int:
@@ -64,9 +67,9 @@ def main(job_file: str, result_file: str) -> int:
     llm = LLM(model=job["target"], dtype=job["dtype"], enforce_eager=True, seed=0,
               max_model_len=job["max_model_len"], enable_prefix_caching=False,
               disable_log_stats=False, speculative_config=spec)
-    result = {"init_s": time.time() - t0, "lengths": {}}
-    for length, prompt in job["prompts"].items():
-        result["lengths"][length] = bench_length(llm, prompt, job["new_tokens"], job["repeats"])
+    result = {"init_s": time.time() - t0, "sets": {}}
+    for name, prompts in job["prompts"].items():
+        result["sets"][name] = bench_set(llm, prompts, job["new_tokens"], job["repeats"])
     with open(result_file, "w") as f:
         json.dump(result, f)
     return 0
