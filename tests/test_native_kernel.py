@@ -1,8 +1,9 @@
-"""Eyas's CPU kernels (completion/engine/lean/native.py, kernels/*.c). The few-row bf16 tile
-kernel: the product within float32 rounding of an exact one, bias and odd sizes included, int8
-weights too, and a row's bits independent of the rows beside it and of the thread count (what lossless verification
-needs). The row-wise kernels: RMSNorm and SiLU * up with the bits of the torch expressions Hugging
-Face computes, on values with the outliers real activations have. On a CPU without AMX the
+"""Eyas's CPU kernels (completion/engine/lean/native.py, kernels/*.c). The few-row product, on
+both engines (AMX tiles where the CPU has them, AVX-512 BF16 everywhere the kernels run): within
+float32 rounding of an exact one, bias and odd sizes included, int8 weights too, and a row's bits
+independent of the rows beside it and of the thread count (what lossless verification needs). The
+row-wise kernels: RMSNorm and SiLU * up with the bits of the torch expressions Hugging Face
+computes, on values with the outliers real activations have. On a CPU without AVX-512 BF16 the
 kernels are not used and these tests skip, saying why."""
 from __future__ import annotations
 
@@ -12,11 +13,22 @@ import torch.nn.functional as F
 
 from completion.engine.lean import native
 
-pytestmark = pytest.mark.skipif(not native.available(), reason=f"tile kernel not in use: {native.reason()}")
+pytestmark = pytest.mark.skipif(not native.available(), reason=f"CPU kernels not in use: {native.reason()}")
+
+
+@pytest.fixture(params=["avx512", "amx"])
+def engine(request):
+    """The products computed by each engine this CPU has (the same packed weights)."""
+    was = native.has_amx()
+    if native.select_amx(request.param == "amx") != (request.param == "amx"):
+        native.select_amx(was)
+        pytest.skip("this CPU (or Linux) gives no AMX")
+    yield request.param
+    native.select_amx(was)
 
 
 @pytest.mark.parametrize("n,k", [(1000, 896), (37, 64), (130, 4864)])
-def test_product_is_exact_up_to_float32_rounding(n, k):
+def test_product_is_exact_up_to_float32_rounding(n, k, engine):
     torch.manual_seed(n)
     w = torch.randn(n, k).bfloat16()
     bias = torch.randn(n)
@@ -28,7 +40,7 @@ def test_product_is_exact_up_to_float32_rounding(n, k):
     assert rounded.dtype == torch.bfloat16 and torch.equal(rounded, got.float().bfloat16())
 
 
-def test_a_rows_bits_do_not_depend_on_its_neighbours_or_threads():
+def test_a_rows_bits_do_not_depend_on_its_neighbours_or_threads(engine):
     torch.manual_seed(0)
     n, k = 300, 256
     packed, x, bias = native.pack_rows(torch.randn(n, k).bfloat16()), torch.randn(19, k).bfloat16(), torch.randn(n)
@@ -45,7 +57,7 @@ def test_a_rows_bits_do_not_depend_on_its_neighbours_or_threads():
 
 
 @pytest.mark.parametrize("n,k", [(1000, 896), (37, 64)])
-def test_int8_product_is_the_scaled_exact_one_and_rows_stay_independent(n, k):
+def test_int8_product_is_the_scaled_exact_one_and_rows_stay_independent(n, k, engine):
     """An int8 weight streams as int8 and is widened to bf16 exactly, so the product is that of
     the dequantised weight up to float32 rounding, and rows keep their bits as in bf16."""
     from completion.engine.lean.weights import Int8Weight
@@ -136,6 +148,7 @@ def test_rope_into_the_cache_rounds_as_hugging_face():
     assert not k_cache[:, :10].any() and not v_cache[:, 10 + n:].any()
 
 
+@pytest.mark.skipif(not native.has_amx(), reason="the attention kernel runs on AMX tiles; this CPU has none")
 @pytest.mark.parametrize("n,start,d", [(512, 0, 64), (256, 700, 64), (37, 100, 64), (300, 5, 128), (20, 0, 64)])
 def test_prefill_attention_is_causal_attention_within_bf16_rounding(n, start, d):
     """Every query head of each KV head, positions start .. start + n - 1 over cache rows

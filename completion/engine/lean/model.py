@@ -207,7 +207,7 @@ class LeanModel:
     def attends_on_tiles(self) -> bool:
         """Whether a prefill chunk's attention runs on the AMX tile unit (kernels/attention.c)."""
         return (self.dtype == torch.bfloat16 and self.device.type == "cpu" and self.cfg.head_dim % 64 == 0
-                and self.cfg.head_dim <= 256 and native.available() and not torch.compiler.is_compiling())
+                and self.cfg.head_dim <= 256 and native.has_amx() and not torch.compiler.is_compiling())
 
     def attention(self, x, w: LayerWeights, cos, sin, positions, k_cache, v_cache, attend_len, attend: str, mask):
         cfg, n = self.cfg, x.shape[0]

@@ -1,10 +1,13 @@
-"""Eyas's CPU kernels (kernels/*.c): the few-row matrix product on the AMX tile unit for bf16 and
-int8 weights (bf16_rows.c), a prefill chunk's attention on it (attention.c), and the row-wise steps
-beside them (rows.c: RMSNorm, SiLU * up, RoPE into the cache). Built once with the machine's C compiler
-into the user cache, loaded with ctypes, used where the CPU has AMX (Intel Sapphire Rapids and later).
+"""Eyas's CPU kernels (kernels/*.c): the few-row matrix product for bf16 and int8 weights
+(bf16_rows.c: on the AMX tile unit, or with AVX-512 BF16 dot products where the CPU has no AMX),
+a prefill chunk's attention on the tile unit (attention.c; AMX only), and the row-wise steps beside
+them (rows.c: RMSNorm, SiLU * up, RoPE into the cache). Built once with the machine's C compiler
+into the user cache, loaded with ctypes, used where the CPU has AVX-512 with BF16 (Intel Cooper
+Lake / Sapphire Rapids and later, AMD Zen 4 and later).
 
-Nothing here is required: without a compiler, without AMX, or with EYAS_NATIVE=0 the lean model
-keeps torch's kernels (`available()` is False and says why in `reason()`).
+Nothing here is required: without a compiler, without AVX-512 BF16, or with EYAS_NATIVE=0 the lean
+model keeps torch's kernels (`available()` is False and says why in `reason()`). EYAS_AMX=0 keeps
+the products off the tile unit on a CPU that has one.
 
     python -c 'from completion.engine.lean import native; native.report()'   # build now (make install does)
 """
@@ -22,7 +25,8 @@ from pathlib import Path
 import torch
 
 SOURCES = [Path(__file__).with_name("kernels") / name for name in ("bf16_rows.c", "attention.c", "rows.c")]
-CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512vbmi", "avx512_bf16", "amx_tile", "amx_bf16")
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512vbmi", "avx512_bf16")   # every kernel
+AMX_FLAGS = ("amx_tile", "amx_bf16")                                            # the tile engine
 CFLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vbmi", "-mavx512bf16", "-mamx-tile", "-mamx-bf16",
           "-fopenmp", "-shared", "-fPIC"]
 GROUP = 64          # outputs per packed weight stream (kernels/bf16_rows.c)
@@ -84,9 +88,8 @@ def _load() -> None:
     except (RuntimeError, OSError) as e:
         _state["reason"] = str(e)
         return
-    if lib.eyas_amx_init() != 0:
-        _state["reason"] = "the kernel refused AMX (arch_prctl ARCH_REQ_XCOMP_PERM failed)"
-        return
+    _state["lib"] = lib
+    select_amx(os.environ.get("EYAS_AMX", "1") != "0")
     fn = lib.eyas_bf16_rows
     fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
@@ -102,6 +105,19 @@ def _load() -> None:
                                            ctypes.c_int64, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
     lib.eyas_prefill_attention.restype = ctypes.c_int
     _state["attention"] = lib.eyas_prefill_attention
+
+
+def select_amx(wanted: bool) -> bool:
+    """Compute the products on the AMX tile unit (when `wanted` and the CPU and Linux allow it) or
+    with AVX-512 BF16; returns whether AMX is in use. Both read the same packed weights."""
+    amx = bool(_state["lib"].eyas_init(int(wanted and all(f in cpu_flags() for f in AMX_FLAGS))))
+    _state["amx"] = amx
+    return amx
+
+
+def has_amx() -> bool:
+    """Whether the products (and a prefill's attention) run on the AMX tile unit."""
+    return available() and _state["amx"]
 
 
 def _ensure() -> dict:
@@ -207,7 +223,8 @@ def rows_ready(x: torch.Tensor) -> bool:
 
 
 def report() -> None:
-    print(f"CPU kernels: {'in use (' + str(build()) + ')' if available() else 'not in use: ' + reason()}")
+    engine = "AMX tiles" if has_amx() else "AVX-512 BF16, no AMX"
+    print(f"CPU kernels: {f'in use ({engine}; {build()})' if available() else 'not in use: ' + reason()}")
 
 
 FEW_ROWS = 32   # rows up to which the lean model's few-row kernels (and TileLinear) run: weights.FEW_ROWS

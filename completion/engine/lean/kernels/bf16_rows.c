@@ -1,30 +1,41 @@
-/* y = x @ w.T (+ bias) for a few bf16 rows x [M, K] (M <= 16 per pass) against a bf16 weight, on
- * the AMX tile unit; the weight streams from memory once for all M rows.
+/* y = x @ w.T (+ bias) for a few bf16 rows x [M, K] (M <= 16 per pass) against a bf16 or int8
+ * weight; the weight streams from memory once for all M rows. Two engines compute it: the AMX tile
+ * unit where the CPU has one (Intel Sapphire Rapids and later), else AVX-512 BF16 dot products
+ * (VDPBF16PS: AMD Zen 4 and later, Intel Cooper Lake), one pass over the weight per 6 rows.
  *
- * Why: a decode step and a speculative verification are this product and little else. On this
- * CPU (2 cores) oneDNN and MKL read the weights at 11-28 GB/s for one row; AMX computes 16 rows
- * in the time the weight takes to arrive, so a verification of K + 1 <= 16 rows costs about one
- * row, which is what speculative decoding needs.
+ * Why: a decode step and a speculative verification are this product and little else. On a
+ * 2-core Xeon oneDNN and MKL read the weights at 11-28 GB/s for one row; AMX computes 16 rows in
+ * the time the weight takes to arrive, so a verification of K + 1 <= 16 rows costs about one row,
+ * which is what speculative decoding needs. Without AMX, torch's int8 kernel costs 2-3 rows for a
+ * 5-row verification; here an int8 block is widened to bf16 once and used by up to 6 rows.
  *
  * Layout (pack_rows in native.py): the weight [N, K] padded to N % 64 == 0, as [N/64][K/2][64][2]:
  * per group of 64 outputs one contiguous stream, 256 bytes per pair of input columns; a 16-pair
- * slice of 16 outputs is one B tile (16 rows of 64 bytes, stride 256).
+ * slice of 16 outputs is one B tile (16 rows of 64 bytes, stride 256), and one pair of columns for
+ * 16 outputs one AVX-512 register.
  *
- * Losslessness: output (m, n) is one chain of tile dot products over k in order, + bias in fp32,
- * one rounding, computed by one thread; each tile row is computed from its own A row alone, so
- * the result depends on nothing but row m and column n: whatever M, the thread count or the row
- * chunking, a verification row equals the decode step that would have computed it alone.
+ * Losslessness: output (m, n) is one chain of dot products over k in order, + bias in fp32, one
+ * rounding, computed by one thread from row m alone (a tile row from its own A row; an AVX-512
+ * accumulator from its own row's broadcast pairs): whatever M, the thread count or the row
+ * chunking, a verification row equals the decode step that would have computed it alone. The two
+ * engines sum in different orders; a process uses one (eyas_init).
  */
 #include "common.h"
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define GROUP 64      /* outputs per weight stream: 4 C tiles of 16 */
+#define GROUP 64      /* outputs per weight stream: 4 C tiles of 16, 4 AVX-512 accumulators per row */
 #define MAX_ROWS 16   /* rows of a tile */
+#define AVX_ROWS 6    /* rows per AVX-512 pass: 6 x 4 accumulators + 4 weight registers of the 32 */
 
-/* Linux hands a process the AMX state only on request (oneDNN asks too; asking twice is fine). */
-int eyas_amx_init(void) {
-    return (int)syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */);
+static int use_amx;
+
+/* Which engine computes the products: AMX when `amx` and Linux hands the process the AMX state
+ * (only on request; oneDNN asks too, and asking twice is fine), else AVX-512 BF16. Returns the
+ * engine in use: 1 AMX, 0 AVX-512. */
+int eyas_init(int amx) {
+    use_amx = amx && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+    return use_amx;
 }
 
 static void configure(int rows) {
@@ -72,6 +83,24 @@ static void widen_int8(const int8_t *src, uint16_t *dst, const struct bf16_table
     }
 }
 
+/* The sums c[j][i] (outputs g*64 + 16j.., row m0 + i) times the scale, plus the bias, into out. */
+static void store_group(float c[4][MAX_ROWS][16], int64_t m0, int rows, int64_t g, int64_t N, const float *scale,
+                        const float *bias, void *out, int out_f32) {
+    for (int j = 0; j < 4; j++) {
+        int64_t n = g * GROUP + 16 * j;
+        if (n >= N) break;
+        __mmask16 mask = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1);
+        __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + n) : _mm512_setzero_ps();
+        __m512 s = scale ? _mm512_maskz_loadu_ps(mask, scale + n) : _mm512_set1_ps(1.0f);
+        for (int i = 0; i < rows; i++) {
+            __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(c[j][i]), s, b);
+            int64_t at = (m0 + i) * N + n;
+            if (out_f32) _mm512_mask_storeu_ps((float *)out + at, mask, v);
+            else _mm256_mask_storeu_epi16((uint16_t *)out + at, mask, (__m256i)_mm512_cvtneps_pbh(v));
+        }
+    }
+}
+
 /* One group of 64 outputs for `rows` rows. scale == NULL: `packed` holds bf16; else int8 with one
  * float32 scale per output (the int8 stream is half the bytes, widened block by block in L1). */
 static void group_rows(const uint16_t *x, int64_t m0, int rows, int64_t K, const void *packed,
@@ -101,19 +130,62 @@ static void group_rows(const uint16_t *x, int64_t m0, int rows, int64_t K, const
     }
     float c[4][MAX_ROWS][16];
     _tile_stored(0, c[0], 64); _tile_stored(1, c[1], 64); _tile_stored(2, c[2], 64); _tile_stored(3, c[3], 64);
-    for (int j = 0; j < 4; j++) {
-        int64_t n = g * GROUP + 16 * j;
-        if (n >= N) break;
-        __mmask16 mask = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1);
-        __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + n) : _mm512_setzero_ps();
-        __m512 s = scale ? _mm512_maskz_loadu_ps(mask, scale + n) : _mm512_set1_ps(1.0f);
-        for (int i = 0; i < rows; i++) {
-            __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(c[j][i]), s, b);
-            int64_t at = (m0 + i) * N + n;
-            if (out_f32) _mm512_mask_storeu_ps((float *)out + at, mask, v);
-            else _mm256_mask_storeu_epi16((uint16_t *)out + at, mask, (__m256i)_mm512_cvtneps_pbh(v));
+    store_group(c, m0, rows, g, N, scale, bias, out, out_f32);
+}
+
+/* R (<= AVX_ROWS) rows x 64 outputs on AVX-512 BF16: per pair of input columns, 4 registers of the
+ * weight (16 outputs x 2 columns each; an int8 pair's 128 bytes widened as the tile path widens
+ * them) against each row's pair broadcast, one VDPBF16PS per register and row. */
+static inline __attribute__((always_inline)) void avx_block(const uint16_t *x, int64_t K, const char *w, int width,
+                                                            const struct bf16_tables *tables, float c[4][MAX_ROWS][16],
+                                                            int r0, const int R) {
+    __m512 acc[AVX_ROWS][4];
+    for (int r = 0; r < R; r++) for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
+    const __m512i sign = _mm512_set1_epi8((char)0x80);
+    for (int64_t p = 0; p < K / 2; p++) {
+        const char *wp = w + p * GROUP * 2 * width;
+        _mm_prefetch(wp + 16 * GROUP * 2 * width, _MM_HINT_T0);   /* 16 pairs ahead */
+        __m512i b[4];
+        if (width == 1) {
+            for (int h = 0; h < 2; h++) {
+                __m512i q = _mm512_loadu_si512(wp + 64 * h);
+                __m512i hi = _mm512_permutex2var_epi8(tables->hi_lo, q, tables->hi_hi);
+                __m512i lo = _mm512_permutex2var_epi8(tables->lo_lo, q, tables->lo_hi);
+                hi = _mm512_ternarylogic_epi32(hi, q, sign, 0xF8);
+                b[2 * h] = _mm512_unpacklo_epi8(lo, hi);
+                b[2 * h + 1] = _mm512_unpackhi_epi8(lo, hi);
+            }
+        } else {
+            for (int j = 0; j < 4; j++) b[j] = _mm512_loadu_si512(wp + 64 * j);
+        }
+        for (int r = 0; r < R; r++) {
+            int32_t pair;
+            memcpy(&pair, x + (int64_t)(r0 + r) * K + 2 * p, 4);
+            __m512bh xr = (__m512bh)_mm512_set1_epi32(pair);
+            for (int j = 0; j < 4; j++) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], (__m512bh)b[j], xr);
         }
     }
+    for (int r = 0; r < R; r++) for (int j = 0; j < 4; j++) _mm512_storeu_ps(c[j][r0 + r], acc[r][j]);
+}
+
+static void group_rows_avx512(const uint16_t *x, int64_t m0, int rows, int64_t K, const void *packed,
+                              int64_t g, int64_t N, const float *scale, const float *bias, void *out, int out_f32,
+                              const struct bf16_tables *tables) {
+    const int width = scale ? 1 : 2;
+    const char *w = (const char *)packed + g * (K / 2) * GROUP * 2 * width;
+    float c[4][MAX_ROWS][16];
+    for (int r0 = 0; r0 < rows; r0 += AVX_ROWS) {
+        const uint16_t *xs = x + m0 * K;
+        switch (rows - r0 < AVX_ROWS ? rows - r0 : AVX_ROWS) {   /* a constant R per case: accumulators in registers */
+        case 1: avx_block(xs, K, w, width, tables, c, r0, 1); break;
+        case 2: avx_block(xs, K, w, width, tables, c, r0, 2); break;
+        case 3: avx_block(xs, K, w, width, tables, c, r0, 3); break;
+        case 4: avx_block(xs, K, w, width, tables, c, r0, 4); break;
+        case 5: avx_block(xs, K, w, width, tables, c, r0, 5); break;
+        default: avx_block(xs, K, w, width, tables, c, r0, 6); break;
+        }
+    }
+    store_group(c, m0, rows, g, N, scale, bias, out, out_f32);
 }
 
 /* x: bf16 [M, K], K % 32 == 0. packed: see above, bf16, or int8 when scale (float32 [N]) is given.
@@ -126,10 +198,11 @@ void eyas_bf16_rows(const uint16_t *x, int64_t M, int64_t K, const void *packed,
         struct bf16_tables tables = magnitude_tables();
         for (int64_t m = 0; m < M; m += MAX_ROWS) {
             int rows = M - m < MAX_ROWS ? (int)(M - m) : MAX_ROWS;
-            configure(rows);
+            if (use_amx) configure(rows);
             #pragma omp for schedule(static)
-            for (int64_t g = 0; g < groups; g++) group_rows(x, m, rows, K, packed, g, N, scale, bias, out, out_f32, &tables);
+            for (int64_t g = 0; g < groups; g++)
+                (use_amx ? group_rows : group_rows_avx512)(x, m, rows, K, packed, g, N, scale, bias, out, out_f32, &tables);
         }
-        _tile_release();
+        if (use_amx) _tile_release();
     }
 }
