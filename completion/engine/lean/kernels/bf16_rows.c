@@ -152,8 +152,7 @@ static inline __attribute__((always_inline)) void avx_block(const uint16_t *x, i
     for (int r = 0; r < R; r++) for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
     for (int64_t p = 0; p < K / 2; p++) {
         const char *wp = w + p * GROUP * 2 * width;
-        /* every line of the pair 16 ahead: lm_head of Qwen2.5-Coder-0.5B on a 2-core Zen 4, int8,
-         * 5 rows took ~6 ms with the hardware prefetcher and one line a pair, ~4 with all (1 row: 3.5) */
+        /* every line of the pair, not one: the hardware prefetcher alone fell behind at 5+ rows */
         for (int line = 0; line < 2 * width; line++)
             _mm_prefetch(wp + PREFETCH_PAIRS * GROUP * 2 * width + 64 * line, _MM_HINT_T0);
         __m512i b[4];
