@@ -62,7 +62,7 @@ def test_impl_and_compile_settings_in_cli_and_server():
 def test_precision_auto_is_measured_per_device():
     from completion.engine.lean import native
     from completion.engine.torch_engine import resolve_precision
-    assert resolve_precision("auto", "cpu") == ("bf16" if native.available() else "int8")   # docs/qwen2.5-coder-0.5b.md
+    assert resolve_precision("auto", "cpu") == ("bf16" if native.has_amx() else "int8")   # docs/qwen2.5-coder-0.5b.md
     assert resolve_precision("auto", "cuda") == "bf16" and resolve_precision(None, "cuda:1") == "bf16"
     assert resolve_precision(None, "cpu") == "float32" and resolve_precision("int4", "cpu") == "int4"
     with pytest.raises(ValueError, match="unknown precision"):

@@ -90,10 +90,11 @@ QUANTIZED = ("int8", "int4")
 
 def cpu_auto_precision() -> str:
     """What "auto" means on a CPU: the fastest precision that keeps quality (docs/qwen2.5-coder-0.5b.md).
-    bf16 where the tile kernel runs (lean/native.py: there it decodes faster than int8, with the
-    model's own weights), int8 elsewhere."""
+    bf16 where the AMX tile kernel runs (lean/native.py: there it decodes faster than int8, with the
+    model's own weights), int8 elsewhere: without AMX, on AVX-512 BF16, int8 decodes 1.2-1.6x faster
+    than bf16 (docs/bench-engines.md, 2-core Zen 4)."""
     from .lean import native
-    return "bf16" if native.available() else "int8"
+    return "bf16" if native.has_amx() else "int8"
 
 
 def resolve_precision(precision: str | None, device: str) -> str:
