@@ -24,6 +24,8 @@ import json
 import sys
 from pathlib import Path
 
+from completion.engine.base import DECODE_MODES
+
 # Subcommands that own their arguments: (command, which) -> "module:function(argv) -> int".
 TOOLS = {
     ("bench", "latency"): "completion.evaluation.latency_bench:main",
@@ -163,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("location")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--mode", choices=("plain", "eagle3", "peagle"), default=None)
+    p.add_argument("--mode", choices=[m for m in DECODE_MODES if m != "auto"], default=None,
+                   help="decoding: plain, a drafter's (P-EAGLE, EAGLE-3), or P-EAGLE with drafts copied "
+                        "from the context where it repeats itself (default: P-EAGLE with a drafter)")
     p.add_argument("--k", type=int, default=None, help="speculative tokens per step")
     p.add_argument("--json", action="store_true", help="print JSON with all stats")
 

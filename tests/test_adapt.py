@@ -138,7 +138,6 @@ def test_an_unset_draft_prefers_the_workspaces_adapted_drafter(tmp_path, cache, 
     (shipped / "config.json").write_text("{}")
     monkeypatch.setitem(models.MODELS, models.DEFAULT_MODEL,
                         dataclasses.replace(models.MODELS[models.DEFAULT_MODEL], draft=shipped))
-    monkeypatch.setattr(models, "_tile_kernel", lambda: True)      # where the shipped drafter runs by default
     assert models.default_draft(None, "bf16", "cpu", str(repo)) == models.SHIPPED_DRAFT
     adapted = adapt.repo_dir(repo) / "drafter"
     adapted.mkdir(parents=True)

@@ -168,9 +168,9 @@ def test_quick_bench_writes_every_column(tiny_pair, tmp_path, capsys):
         for m in c["sets"].values():
             assert m["decode_ms_per_token"] > 0 and m["prefill_ms"] > 0 and len(m["token_ids"]) == 8
     for precision in ("f32", "bf16"):
-        for peer in ("eyas-plain", "eyas-eagle3", "eyas-peagle", "hf"):
+        for peer in ("eyas-plain", "eyas-eagle3", "eyas-peagle", "eyas-lookup", "hf"):
             assert cells[(peer, precision)]["status"] == "measured", cells[(peer, precision)]
-        for peer in ("eyas-eagle3", "eyas-peagle"):   # greedy speculative decoding is lossless
+        for peer in ("eyas-eagle3", "eyas-peagle", "eyas-lookup"):   # greedy speculative decoding is lossless
             assert all(m["agree"] == 8 for m in cells[(peer, precision)]["sets"].values())
         assert "make install-vllm" in cells[("vllm-peagle", precision)]["reason"]
     assert "not offered" in cells[("eyas-plain", "q8_0")]["reason"]
@@ -185,5 +185,6 @@ def test_quick_bench_writes_every_column(tiny_pair, tmp_path, capsys):
     assert "x llama" in printed and "prompt 64 tokens" in printed and "prompts humaneval-fim" in printed
     assert "skipped:" in printed
     assert report["config"]["prompt_sets"]["64"] == [64] and len(report["config"]["prompt_sets"]["humaneval-fim"]) == 1
-    assert len(report["bars"]) == 5 and all(b.startswith(("[PASS]", "[FAIL]")) for b in report["bars"])
+    assert len(report["bars"]) == 7 and all(b.startswith(("[PASS]", "[FAIL]")) for b in report["bars"])
+    assert "P-EAGLE+lookup decode tok/s / llama.cpp plain's" in printed
     assert "[PASS] speculative output equals plain output" in printed

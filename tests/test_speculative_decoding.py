@@ -84,6 +84,56 @@ def test_drafts_were_both_accepted_and_rejected(pair):
     assert 0 < sum(pair["accepted"]) < sum(pair["drafted"])
 
 
+def test_lookup_drafts_are_copied_from_the_context():
+    from completion.speculative.lookup import lookup_drafts
+
+    assert lookup_drafts([1, 2, 3, 9, 8, 1, 2, 3], 4) == [9, 8, 1, 2]     # the 3-token suffix occurred
+    assert lookup_drafts([1, 2, 3, 4, 5, 2, 3], 3) == [4, 5, 2]           # only the 2-token one did
+    assert lookup_drafts([7, 2, 3, 1, 2, 3, 5, 2, 3], 2) == [5, 2]        # the latest occurrence wins
+    assert lookup_drafts([1, 2, 3, 9, 1, 2, 3], 8) == [9, 1, 2, 3]        # fewer than k near the end
+    assert lookup_drafts([5, 6, 7, 5], 2) == [] and lookup_drafts([3], 2) == []   # one token is not enough
+
+
+def test_lookup_mixed_with_the_drafter_stays_lossless_and_in_step(pair):
+    """Mode "peagle+lookup": steps whose drafts are copied from a repetitive context skip the
+    drafter, whose pending rows then wait; the output still equals plain greedy decoding, both
+    kinds of step happen, and each drafter step proposes what a drafter that never skipped a step
+    proposes at the same context."""
+    from completion.speculative import SpeculativeDecoder
+
+    target, drafter = pair["target"], pair["drafter"]
+    gen = torch.Generator().manual_seed(11)
+    motif = torch.randint(100, target.config.vocab_size - 1000, (6,), generator=gen).tolist()
+    prompts = [motif * 4 + [5, 6], pair["prompts"][2] + motif + pair["prompts"][1] + motif[:3]]
+    lookups = drafter_steps = caught_up = 0
+    for prompt in prompts:
+        stats = Stats()
+        decoder = SpeculativeDecoder(new_runner(target, pair["impl"]), drafter,
+                                     GenerationParams(num_speculative_tokens=4), stats, None, lookup=True)
+        after_lookups, propose = [], decoder.proposer.propose
+
+        def recording(cache, context_ids, bonus, *rest):
+            drafts = propose(cache, context_ids, bonus, *rest)
+            if stats.lookups:       # a drafter step after some skipped ones
+                after_lookups.append((list(context_ids) + [bonus], drafts.token_ids))
+            return drafts
+        decoder.proposer.propose = recording
+        n = 40
+        expected = decode(PlainDecoder(TargetRunner(target), GenerationParams(), Stats(), None), prompt, n)
+        assert decode(decoder, prompt, n) == expected
+        lookups += stats.lookups
+        drafter_steps += stats.drafts - stats.lookups
+        for context, drafts in after_lookups[:4]:
+            fresh = SpeculativeDecoder(new_runner(target, pair["impl"]), drafter,
+                                       GenerationParams(num_speculative_tokens=4), Stats(), None)
+            fresh.prefill(context[:-1])
+            again = fresh.proposer.propose(fresh.cache, fresh.runner.ids, context[-1], fresh.pending_aux,
+                                           fresh.sampling)
+            assert again.token_ids == drafts
+            caught_up += 1
+    assert lookups > 0 and drafter_steps > 0 and caught_up > 0
+
+
 def engine_for(pair) -> TorchEngine:
     from transformers import AutoTokenizer
 

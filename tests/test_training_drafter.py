@@ -354,6 +354,12 @@ def test_trainer_reduces_loss_and_saves_a_loadable_drafter(synth_dir, target, tm
     DrafterTrainer(fresh, target, ds, replace(cfg, steps=2), log=None).run()
     with pytest.raises(SystemExit, match="num_hidden_layers"):
         continue_from(build_drafter(target, ds, replace(cfg, num_layers=3), mask_token_id=V - 1), out, target, ds)
+    # a drafter with q/k/v biases (the shipped one, warm-started from a Qwen2 layer) continues as one
+    biased = export_drafter(build_drafter(target, ds, cfg, mask_token_id=V - 1, attention_bias=True).eval(),
+                            tmp_path / "biased")
+    continue_from(build_drafter(target, ds, cfg, mask_token_id=V - 1, attention_bias=True), biased, target, ds)
+    with pytest.raises(SystemExit, match="attention_bias"):
+        continue_from(build_drafter(target, ds, cfg, mask_token_id=V - 1), biased, target, ds)
 
 
 def test_bf16_autocast_trains_with_float32_master_weights(synth_dir, target):

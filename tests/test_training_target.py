@@ -430,14 +430,13 @@ def test_an_unset_draft_speculates_only_where_verification_is_cheap(tmp_path, mo
     (tmp_path / "config.json").write_text("{}")
     entry = dataclasses.replace(models.MODELS["qwen2.5-coder-0.5b"], draft=tmp_path)
     monkeypatch.setitem(models.MODELS, "qwen2.5-coder-0.5b", entry)
+    assert models.default_draft(None, "bf16", "cpu") == models.SHIPPED_DRAFT
     assert models.default_draft("qwen2.5-coder-0.5b", "bf16", "cuda:0") == models.SHIPPED_DRAFT
     assert models.default_draft("qwen2.5-coder-0.5b", "int4", "cuda") == models.SHIPPED_DRAFT
-    monkeypatch.setattr(models, "_tile_kernel", lambda: True)      # bf16 and int8 verify on AMX tiles
-    for precision in ("bf16", "int8"):
-        assert models.default_draft(None, precision, "cpu") == models.SHIPPED_DRAFT
     for precision in ("float32", "int4"):     # a CPU row of these costs ~2x: plain is faster
         assert models.default_draft(None, precision, "cpu") is None
+    monkeypatch.setattr(models, "_tile_kernel", lambda: True)      # int8 verifies on Eyas's kernels
+    assert models.default_draft(None, "int8", "cpu") == models.SHIPPED_DRAFT
+    monkeypatch.setattr(models, "_tile_kernel", lambda: False)
+    assert models.default_draft(None, "int8", "cpu") is None
     assert models.resolve_draft(None, models.default_draft(None, "bf16", "cpu")) == str(tmp_path)
-    monkeypatch.setattr(models, "_tile_kernel", lambda: False)     # without AMX a verification row costs more
-    for precision in ("bf16", "int8"):
-        assert models.default_draft(None, precision, "cpu") is None

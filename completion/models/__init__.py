@@ -136,19 +136,18 @@ def ships_draft(entry: PackagedModel | ShippedModel | None) -> bool:
 
 
 def default_draft(model: str | None, precision: str, device: str, workspace: str | None = None) -> str | None:
-    """What an unset `draft` means: the drafter shipped with a packaged model where speculation pays,
-    i.e. where verifying K+1 rows costs about one row: any GPU precision, and on a CPU bf16 and int8
-    on the AMX tile kernel (docs/bench-engines.md, 2-core Xeon: int8 P-EAGLE 1.16-1.23x plain).
-    Elsewhere on a CPU it decodes plain: without AMX (AVX-512 BF16, 2-core Zen 4) bf16 P-EAGLE ran
-    0.76-0.85x plain on library source and int8 0.98-1.06x, and float32 and int4 verification rows
-    cost ~2x a row (docs/qwen2.5-coder-0.5b.md#speed). The pocket drafter is never on by default: it
+    """What an unset `draft` means: the drafter shipped with a packaged model where speculation pays
+    (docs/bench-engines.md): any GPU precision, and on a CPU bf16 and int8 on Eyas's kernels (AMX or
+    AVX-512 BF16), where P-EAGLE with prompt lookup (the default mode) decodes 1.3-1.6x faster than
+    plain on a 2-core Zen 4. float32 and int4 verification rows cost ~2x a row
+    (docs/qwen2.5-coder-0.5b.md#speed): those decode plain. The pocket drafter is never on by default: it
     decodes HumanEval only 1.10x faster than plain at one thread (docs/pocket.md). A drafter that
     `eyas adapt` fitted to the `workspace` comes before the shipped one."""
     name = model or DEFAULT_MODEL
     entry = MODELS.get(name)
     if not (isinstance(entry, PackagedModel) and ships_draft(entry)):
         return None
-    if device.startswith("cpu") and not (precision in ("bf16", "int8") and _tile_kernel()):
+    if device.startswith("cpu") and not (precision == "bf16" or precision == "int8" and _tile_kernel()):
         return None
     if workspace:
         from completion.adapt import adapted_draft
@@ -158,7 +157,7 @@ def default_draft(model: str | None, precision: str, device: str, workspace: str
 
 def _tile_kernel() -> bool:
     from completion.engine.lean import native
-    return native.has_amx()
+    return native.available()
 
 
 def resolve_draft(model: str | None, draft: str | None) -> str | None:

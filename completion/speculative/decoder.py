@@ -5,6 +5,8 @@ pending bonus token); the drafter's cache holds rows for positions < cache.lengt
 `pending_aux` holds the target's fused-layer states for positions cache.length .. len(ids)-1.
 A step drafts from [pending rows, bonus], verifies [bonus, d1..dK] in one target forward, crops
 both caches to what was accepted, and returns the accepted drafts plus the target's next token.
+With `lookup` (greedy only) a step first looks for drafts in the context (lookup.py); where it
+finds some, the drafter does not run and its pending rows wait for the next step it runs in.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from completion.engine.target import TargetRunner, common_prefix_len, prefill
 
 from .cache import DraftCache
 from .drafter import Drafter
-from .proposer import AutoregressiveProposer, DraftSampling, ParallelProposer
+from .lookup import LOOKUP_K, lookup_drafts
+from .proposer import AutoregressiveProposer, DraftSampling, ParallelProposer, Proposal
 from .verify import verify_greedy, verify_sampled
 
 
@@ -33,7 +36,7 @@ def draft_cache_for(runner: TargetRunner, drafter: Drafter) -> DraftCache:
 
 class SpeculativeDecoder:
     def __init__(self, runner: TargetRunner, drafter: Drafter, params: GenerationParams, stats: Stats,
-                 generator: torch.Generator | None, *, parallel: bool = True):
+                 generator: torch.Generator | None, *, parallel: bool = True, lookup: bool = False):
         cfg = drafter.config
         k = params.num_speculative_tokens or cfg.default_num_speculative_tokens
         if not 1 <= k <= cfg.max_depth:
@@ -45,8 +48,10 @@ class SpeculativeDecoder:
         self.proposer = (ParallelProposer if parallel else AutoregressiveProposer)(drafter, k)
         self.sampling = DraftSampling(params.temperature, params.top_p, generator)
         self.aux_layers = cfg.aux_layer_ids
-        if len(stats.accepted_per_pos) != k:
-            stats.accepted_per_pos = [0] * k
+        # copied drafts: greedy only (they have no distribution to sample), and at least LOOKUP_K of them
+        self.lookup_k = max(k, LOOKUP_K) if lookup and params.temperature == 0 else 0
+        if len(stats.accepted_per_pos) != max(k, self.lookup_k):
+            stats.accepted_per_pos = [0] * max(k, self.lookup_k)
         self.bonus: int | None = None
         self.first_logits: torch.Tensor | None = None
         self.pending_aux: torch.Tensor | None = None
@@ -68,7 +73,12 @@ class SpeculativeDecoder:
             return [self.bonus]
 
         t0 = time.perf_counter()
-        proposal = self.proposer.propose(self.cache, runner.ids, self.bonus, self.pending_aux, self.sampling)
+        copied = lookup_drafts(runner.ids + [self.bonus], self.lookup_k) if self.lookup_k else []
+        if copied:
+            proposal = Proposal(copied)
+            stats.lookups += 1
+        else:
+            proposal = self.proposer.propose(self.cache, runner.ids, self.bonus, self.pending_aux, self.sampling)
         t1 = time.perf_counter()
         base = len(runner.ids)
         # all K+1 rows of logits in one batch: on a CPU one lm_head row costs nearly as much as
@@ -81,7 +91,8 @@ class SpeculativeDecoder:
             verdict = verify_sampled(proposal.token_ids, proposal.probs, target_probs, self.generator)
         a = verdict.num_accepted
         runner.crop(base + 1 + a)     # keep the bonus and the accepted drafts
-        self.pending_aux = aux[: a + 1]
+        # the drafter consumed the pending rows, unless it did not run
+        self.pending_aux = torch.cat([self.pending_aux, aux[: a + 1]]) if copied else aux[: a + 1]
         self.bonus = verdict.next_token
         t2 = time.perf_counter()
 

@@ -412,16 +412,19 @@ def draft_vocabulary_from_counts(counts: torch.Tensor, size: int) -> torch.Tenso
     return torch.tensor(sorted(order[:size]))
 
 
-def build_drafter(target_model, dataset, cfg: TrainConfig, *, mask_token_id: int) -> Drafter:
+def build_drafter(target_model, dataset, cfg: TrainConfig, *, mask_token_id: int,
+                  attention_bias: bool = False) -> Drafter:
     """A drafter shaped like the target, its draft vocabulary from the data, initialised from the
-    target where it helps (embeddings, lm_head rows) and with fc scaled to the aux states' size."""
+    target where it helps (embeddings, lm_head rows) and with fc scaled to the aux states' size.
+    q/k/v biases where asked (a drafter continued from one that has them) or where the warm start
+    brings them."""
     t = target_model.config
     dcfg: DrafterConfig = drafter_config_for(t, num_layers=cfg.num_layers, draft_vocab_size=cfg.draft_vocab,
                                              depth=cfg.num_depths, mask_token_id=mask_token_id,
                                              aux_layer_ids=dataset.aux_layer_ids)
     if cfg.intermediate:
         dcfg = replace(dcfg, intermediate_size=cfg.intermediate)
-    if cfg.warm == "last-layer" and target_model.model.layers[-1].self_attn.q_proj.bias is not None:
+    if attention_bias or cfg.warm == "last-layer" and target_model.model.layers[-1].self_attn.q_proj.bias is not None:
         dcfg = replace(dcfg, attention_bias=True)   # Qwen2's q/k/v biases come with its layer
     counts = dataset.label_counts(t.vocab_size, every_row=cfg.supervise == "all")
     vocab = draft_vocabulary_from_counts(counts, dcfg.draft_vocab_size)
@@ -498,7 +501,8 @@ def continue_from(drafter: Drafter, path: str | Path, target_model, dataset) -> 
 
     trained = load_drafter(str(path), target_model, device="cpu", dtype=torch.float32)
     a, b = trained.config, drafter.config
-    for key in ("num_hidden_layers", "hidden_size", "intermediate_size", "draft_vocab_size", "aux_layer_ids"):
+    for key in ("num_hidden_layers", "hidden_size", "intermediate_size", "draft_vocab_size", "aux_layer_ids",
+                "attention_bias"):
         if getattr(a, key) != getattr(b, key):
             raise SystemExit(f"--init {path}: its {key} {getattr(a, key)} differs from this run's {getattr(b, key)}")
     with torch.no_grad():
@@ -736,8 +740,10 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(target_dir)
     dataset = SynthDataset(args.data)
     torch.manual_seed(cfg.seed)
+    init_bias = bool(args.init) and json.loads((Path(args.init) / "config.json").read_text()).get("attention_bias", False)
     drafter = build_drafter(target, dataset, cfg, mask_token_id=pick_mask_token(tokenizer.get_vocab(),
-                                                                                target.config.vocab_size))
+                                                                                target.config.vocab_size),
+                            attention_bias=init_bias)
     if args.init:
         continue_from(drafter, args.init, target, dataset)
     drafter.to(device)
