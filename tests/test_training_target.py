@@ -435,8 +435,8 @@ def test_an_unset_draft_speculates_only_where_verification_is_cheap(tmp_path, mo
     assert models.default_draft("qwen2.5-coder-0.5b", "int4", "cuda") == models.SHIPPED_DRAFT
     for precision in ("float32", "int4"):     # a CPU row of these costs ~2x: plain is faster
         assert models.default_draft(None, precision, "cpu") is None
-    monkeypatch.setattr(models, "_tile_kernel", lambda: True)      # int8 verifies on Eyas's kernels
+    monkeypatch.setattr(models, "_native_kernels", lambda: True)      # int8 verifies on Eyas's kernels
     assert models.default_draft(None, "int8", "cpu") == models.SHIPPED_DRAFT
-    monkeypatch.setattr(models, "_tile_kernel", lambda: False)
+    monkeypatch.setattr(models, "_native_kernels", lambda: False)
     assert models.default_draft(None, "int8", "cpu") is None
     assert models.resolve_draft(None, models.default_draft(None, "bf16", "cpu")) == str(tmp_path)

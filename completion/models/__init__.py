@@ -138,7 +138,7 @@ def ships_draft(entry: PackagedModel | ShippedModel | None) -> bool:
 def default_draft(model: str | None, precision: str, device: str, workspace: str | None = None) -> str | None:
     """What an unset `draft` means: the drafter shipped with a packaged model where speculation pays
     (docs/bench-engines.md): any GPU precision, and on a CPU bf16 and int8 on Eyas's kernels (AMX or
-    AVX-512 BF16), where P-EAGLE with prompt lookup (the default mode) decodes 1.3-1.6x faster than
+    AVX-512 BF16), where P-EAGLE with prompt lookup (the default mode) decodes 1.1-1.7x faster than
     plain on a 2-core Zen 4. float32 and int4 verification rows cost ~2x a row
     (docs/qwen2.5-coder-0.5b.md#speed): those decode plain. The pocket drafter is never on by default: it
     decodes HumanEval only 1.10x faster than plain at one thread (docs/pocket.md). A drafter that
@@ -147,7 +147,7 @@ def default_draft(model: str | None, precision: str, device: str, workspace: str
     entry = MODELS.get(name)
     if not (isinstance(entry, PackagedModel) and ships_draft(entry)):
         return None
-    if device.startswith("cpu") and not (precision == "bf16" or precision == "int8" and _tile_kernel()):
+    if device.startswith("cpu") and not (precision == "bf16" or precision == "int8" and _native_kernels()):
         return None
     if workspace:
         from completion.adapt import adapted_draft
@@ -155,7 +155,7 @@ def default_draft(model: str | None, precision: str, device: str, workspace: str
     return SHIPPED_DRAFT
 
 
-def _tile_kernel() -> bool:
+def _native_kernels() -> bool:
     from completion.engine.lean import native
     return native.available()
 
