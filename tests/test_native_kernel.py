@@ -1,6 +1,6 @@
 """Eyas's CPU kernels (completion/engine/lean/native.py, kernels/*.c). The few-row product, on
 both engines (AMX tiles where the CPU has them, AVX-512 BF16 everywhere the kernels run): within
-float32 rounding of an exact one, bias and odd sizes included, int8 weights too, and a row's bits
+float32 rounding of an exact one, bias and odd sizes included, int8 and int4 weights too, and a row's bits
 independent of the rows beside it and of the thread count (what lossless verification needs). The
 row-wise kernels: RMSNorm and SiLU * up with the bits of the torch expressions Hugging Face
 computes, on values with the outliers real activations have. On a CPU without AVX-512 BF16 the
@@ -75,6 +75,35 @@ def test_int8_product_is_the_scaled_exact_one_and_rows_stay_independent(n, k, en
         assert torch.equal(w.mm(x[i:i + 1], bias.bfloat16()), full[i:i + 1])
     with pytest.raises(ValueError, match="scale"):
         native.rows_mm(x, w.tiles, n)
+
+
+@pytest.mark.parametrize("n,k", [(1000, 896), (37, 64), (130, 4864)])
+def test_int4_product_is_the_grouped_exact_one_and_rows_stay_independent(n, k):
+    """An int4 weight w = q * scale + lo per group of 32 columns: within float32 rounding of the
+    exact product, each row's bits those of the row alone, at any thread count (AVX-512 on every
+    CPU, so no engine fixture)."""
+    torch.manual_seed(n)
+    q = torch.randint(0, 16, (n, k))
+    scale = (torch.rand(n, k // 32) * 0.01).bfloat16().float()
+    lo = (torch.randn(n, k // 32) * 0.05).bfloat16().float()
+    x, bias = torch.randn(19, k).bfloat16(), torch.randn(n)
+    w = q.double() * scale.double().repeat_interleave(32, 1) + lo.double().repeat_interleave(32, 1)
+    exact = x.double() @ w.T + bias.double()
+    nibbles, sl = native.pack_int4(q, scale, lo)
+    got = native.int4_mm(x, nibbles, sl, n, bias, out_dtype=torch.float32).double()
+    assert ((got - exact).abs().max() / exact.abs().max()).item() < 1e-5
+    full = native.int4_mm(x, nibbles, sl, n, bias)
+    for i in range(19):
+        assert torch.equal(native.int4_mm(x[i:i + 1], nibbles, sl, n, bias), full[i:i + 1])
+    assert torch.equal(native.int4_mm(x[3:10], nibbles, sl, n, bias), full[3:10])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(native.int4_mm(x, nibbles, sl, n, bias), full)
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        native.pack_int4(q[:, :48], scale[:, :1], lo[:, :1])
 
 
 def test_shapes_it_cannot_take_are_refused():

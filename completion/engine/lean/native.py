@@ -1,5 +1,6 @@
-"""Eyas's CPU kernels (kernels/*.c): the few-row matrix product for bf16 and int8 weights
-(bf16_rows.c: on the AMX tile unit, or with AVX-512 BF16 dot products where the CPU has no AMX),
+"""Eyas's CPU kernels (kernels/*.c): the few-row matrix product for bf16, int8 and int4 weights
+(bf16_rows.c: on the AMX tile unit, or with AVX-512 BF16 dot products where the CPU has no AMX or
+the weight is int4),
 a prefill chunk's attention on the tile unit (attention.c; AMX only), and the row-wise steps beside
 them (rows.c: RMSNorm, SiLU * up, RoPE into the cache). Built once with the machine's C compiler
 into the user cache, loaded with ctypes, used where the CPU has AVX-512 with BF16 (Intel Cooper
@@ -95,6 +96,10 @@ def _load() -> None:
                    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
     fn.restype = None
     _state["fn"] = fn
+    lib.eyas_int4_rows.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                   ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    lib.eyas_int4_rows.restype = ctypes.c_int
+    _state["int4"] = lib.eyas_int4_rows
     lib.eyas_rms_norm.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_float,
                                   ctypes.c_void_p, ctypes.c_int]
     lib.eyas_silu_mul.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
@@ -167,6 +172,41 @@ def rows_mm(x: torch.Tensor, packed: torch.Tensor, n: int, bias: torch.Tensor | 
     _state["fn"](x.data_ptr(), x.shape[0], x.shape[1], packed.data_ptr(), n,
                  None if scale is None else scale.data_ptr(), None if bias is None else bias.data_ptr(),
                  out.data_ptr(), int(out_dtype == torch.float32), torch.get_num_threads())
+    return out
+
+
+INT4_COLS = 32      # input columns per int4 scale and offset (kernels/bf16_rows.c)
+
+
+def pack_int4(q: torch.Tensor, scale: torch.Tensor, lo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An int4 weight w = q * scale + lo (q [N, K] in 0..15; scale, lo [N, K / 32], one per output and
+    group of 32 input columns) in the kernel's layout: (nibbles uint8 [N/64, K/2, 64], scales and
+    offsets bf16 [N/64, K/32, 2, 64]), N padded."""
+    n, k = q.shape
+    if k % INT4_COLS or scale.shape != (n, k // INT4_COLS) or lo.shape != scale.shape:
+        raise ValueError(f"the int4 kernel takes columns a multiple of {INT4_COLS}, one scale per output and "
+                         f"group of {INT4_COLS}; not {n}x{k} with scales {tuple(scale.shape)}")
+    pad = -(-n // GROUP) * GROUP - n
+    q, scale, lo = (torch.cat([t, t.new_zeros(pad, t.shape[1])]) for t in (q.to(torch.uint8), scale, lo))
+    # per pair of columns, 64 outputs x 2 columns in order v[0..127]; byte 16 L + 8 h + t holds
+    # v[32 h + 8 L + t] in its low nibble (widened to registers 0-1) and v[64 + ...] in its high one
+    pairs = q.view(-1, GROUP, k // 2, 2).transpose(1, 2).reshape(-1, k // 2, 2 * GROUP)
+    b = torch.arange(GROUP)
+    at = 32 * (b % 16 // 8) + 8 * (b // 16) + b % 8
+    nibbles = (pairs[..., at] | pairs[..., GROUP + at] << 4).contiguous()
+    sl = torch.stack([scale, lo]).to(torch.bfloat16).view(2, -1, GROUP, k // INT4_COLS).permute(1, 3, 0, 2)
+    return nibbles, sl.contiguous()
+
+
+def int4_mm(x: torch.Tensor, nibbles: torch.Tensor, sl: torch.Tensor, n: int, bias: torch.Tensor | None = None,
+            out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """x [M, K] bf16 @ w.T (+ bias, float32 [N]) for w as pack_int4 made it; out [M, N] bf16 or float32."""
+    x = x.contiguous()
+    out = torch.empty(x.shape[0], n, dtype=out_dtype)
+    if _state["int4"](x.data_ptr(), x.shape[0], x.shape[1], nibbles.data_ptr(), sl.data_ptr(), n,
+                      None if bias is None else bias.data_ptr(), out.data_ptr(), int(out_dtype == torch.float32),
+                      torch.get_num_threads()):
+        raise MemoryError("no memory for the int4 kernel's row sums")
     return out
 
 

@@ -161,11 +161,15 @@ class Int4Weight:
     keeps its min and max exactly apart (scale = (max - min) / 15), where one scale per row (as
     int8 has) would waste most of 16 levels on outliers. torch's CPU kernel
     (`_weight_int4pack_mm_for_cpu`) reads w as (q - 8) * scale + zero with q in 0..15, so zero
-    is min + 8 * scale; like int8 it takes bf16 activations."""
+    is min + 8 * scale; like int8 it takes bf16 activations. Where Eyas's kernels run (groups of
+    32), few rows take kernels/bf16_rows.c instead, which reads the weight once for all of them:
+    torch's kernel costs 2-3 rows for a 5-row verification (docs/bench-engines.md)."""
     packed: torch.Tensor         # [N, K / 2] uint8, the kernel's own layout
     scales_zeros: torch.Tensor   # [K / group, N, 2] bf16
     group: int
     dense: torch.Tensor | PackedWeight   # the bf16 weight it came from (see FEW_ROWS)
+    nibbles: torch.Tensor | None = None  # the same q, scale and min in Eyas's layout (native.pack_int4)
+    scales_mins: torch.Tensor | None = None
 
     @classmethod
     def of(cls, w: torch.Tensor, group: int = INT4_GROUP) -> "Int4Weight":
@@ -179,9 +183,15 @@ class Int4Weight:
         scale = ((hi - lo) / 15).clamp(min=1e-8)
         q = ((grouped - lo[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32).view(n, k)
         scales_zeros = torch.stack([scale.t(), (lo + 8 * scale).t()], dim=-1).to(torch.bfloat16).contiguous()
-        return cls(torch._convert_weight_to_int4pack_for_cpu(q, 1), scales_zeros, group, w)
+        weight = cls(torch._convert_weight_to_int4pack_for_cpu(q, 1), scales_zeros, group, w)
+        if w.device.type == "cpu" and group == native.INT4_COLS and native.available():
+            weight.nibbles, weight.scales_mins = native.pack_int4(q, scale, lo)
+        return weight
 
     def mm(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        if self.nibbles is not None and not torch.compiler.is_compiling():
+            return native.int4_mm(x, self.nibbles, self.scales_mins, self.scales_zeros.shape[1],
+                                  None if bias is None else bias.float())
         out = torch._weight_int4pack_mm_for_cpu(x, self.packed, self.group, self.scales_zeros)
         return out if bias is None else out + bias
 

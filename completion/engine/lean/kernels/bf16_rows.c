@@ -1,5 +1,5 @@
-/* y = x @ w.T (+ bias) for a few bf16 rows x [M, K] (M <= 16 per pass) against a bf16 or int8
- * weight; the weight streams from memory once for all M rows. Two engines compute it: the AMX tile
+/* y = x @ w.T (+ bias) for a few bf16 rows x [M, K] (M <= 16 per pass) against a bf16, int8 or
+ * int4 weight (the last at the end of this file); the weight streams from memory once for all M rows. Two engines compute it: the AMX tile
  * unit where the CPU has one (Intel Sapphire Rapids and later), else AVX-512 BF16 dot products
  * (VDPBF16PS: AMD Zen 4 and later, Intel Cooper Lake), one pass over the weight per 6 rows.
  *
@@ -21,6 +21,7 @@
  * engines sum in different orders; a process uses one (eyas_init).
  */
 #include "common.h"
+#include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -190,6 +191,116 @@ static void group_rows_avx512(const uint16_t *x, int64_t m0, int rows, int64_t K
         }
     }
     store_group(c, m0, rows, g, N, scale, bias, out, out_f32);
+}
+
+/* int4 weights, asymmetric per group of 32 input columns: w = q * s + lo with q in 0..15 and s, lo
+ * bf16 per output and group (Int4Weight in weights.py). The sum over a group splits as
+ * s * sum(x q) + lo * sum(x): the first is the bf16 kernel's dot product on q (every q is a bf16
+ * value, so the products are exact), the second a per-row sum of x computed once per call. Each
+ * group's partial sums are scaled into the row's accumulators in a fixed order, so as above a
+ * verification row has the bits of the decode step that computes it alone.
+ *
+ * Layout (pack_int4 in native.py): per group of 64 outputs and pair of input columns, 64 bytes of
+ * nibbles: the low nibbles widen to the weight registers 0-1 of the bf16 layout, the high ones to
+ * 2-3, each through two 16-entry lookups (the bytes of bf16(q)) and a byte interleave. The scales
+ * and offsets: [N/64][K/32][2][64] bf16 (s for the 64 outputs, then lo). Computed with AVX-512 BF16
+ * on every CPU with the kernels (AMX or not). 5 bits a weight (4, and two bf16 per 32) stream past
+ * once for all rows: a verification costs about what one row does. */
+#define INT4_COLS 32   /* input columns per scale (weights.INT4_GROUP) */
+
+struct nibble_tables { __m512i lo, hi; };   /* the low and high bytes of bf16(q), q < 16 */
+
+static struct nibble_tables nibble_tables(void) {
+    uint8_t lo[64] = {0}, hi[64] = {0};
+    for (int q = 0; q < 16; q++) {
+        float f = (float)q;
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        lo[q] = (uint8_t)(u >> 16);
+        hi[q] = (uint8_t)(u >> 24);
+    }
+    struct nibble_tables t = {_mm512_loadu_si512(lo), _mm512_loadu_si512(hi)};
+    return t;
+}
+
+static inline __attribute__((always_inline)) void int4_block(const uint16_t *x, int64_t K, const uint8_t *w,
+                                                             const uint16_t *sl, const float *xsum,
+                                                             const struct nibble_tables *t, float c[4][MAX_ROWS][16],
+                                                             int r0, const int R) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    __m512 acc[AVX_ROWS][4];
+    for (int r = 0; r < R; r++) for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
+    for (int64_t kg = 0; kg < K / INT4_COLS; kg++) {
+        __m512 part[AVX_ROWS][4];
+        for (int r = 0; r < R; r++) for (int j = 0; j < 4; j++) part[r][j] = _mm512_setzero_ps();
+        for (int p = 0; p < INT4_COLS / 2; p++) {
+            const uint8_t *wp = w + (kg * INT4_COLS / 2 + p) * GROUP;
+            _mm_prefetch((const char *)wp + PREFETCH_PAIRS * GROUP, _MM_HINT_T0);
+            __m512i q = _mm512_loadu_si512(wp);
+            __m512i a = _mm512_and_si512(q, low4), h = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
+            __m512i a_lo = _mm512_permutexvar_epi8(a, t->lo), a_hi = _mm512_permutexvar_epi8(a, t->hi);
+            __m512i h_lo = _mm512_permutexvar_epi8(h, t->lo), h_hi = _mm512_permutexvar_epi8(h, t->hi);
+            __m512i b[4] = {_mm512_unpacklo_epi8(a_lo, a_hi), _mm512_unpackhi_epi8(a_lo, a_hi),
+                            _mm512_unpacklo_epi8(h_lo, h_hi), _mm512_unpackhi_epi8(h_lo, h_hi)};
+            for (int r = 0; r < R; r++) {
+                int32_t pair;
+                memcpy(&pair, x + (int64_t)(r0 + r) * K + kg * INT4_COLS + 2 * p, 4);
+                __m512bh xr = (__m512bh)_mm512_set1_epi32(pair);
+                for (int j = 0; j < 4; j++) part[r][j] = _mm512_dpbf16_ps(part[r][j], (__m512bh)b[j], xr);
+            }
+        }
+        const uint16_t *s = sl + kg * 2 * GROUP;
+        for (int j = 0; j < 4; j++) {
+            __m512 scale = load_bf16(s + 16 * j), lo = load_bf16(s + GROUP + 16 * j);
+            for (int r = 0; r < R; r++) {
+                acc[r][j] = _mm512_fmadd_ps(part[r][j], scale, acc[r][j]);
+                acc[r][j] = _mm512_fmadd_ps(_mm512_set1_ps(xsum[(int64_t)(r0 + r) * (K / INT4_COLS) + kg]), lo, acc[r][j]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) for (int j = 0; j < 4; j++) _mm512_storeu_ps(c[j][r0 + r], acc[r][j]);
+}
+
+/* x: bf16 [M, K], K % 32 == 0. packed, sl: see above (N padded to 64). bias: float32 [N] or NULL.
+ * out [M, N]: float32 when out_f32, else bf16. Returns nonzero when out of memory. */
+int eyas_int4_rows(const uint16_t *x, int64_t M, int64_t K, const uint8_t *packed, const uint16_t *sl, int64_t N,
+                   const float *bias, void *out, int out_f32, int threads) {
+    int64_t groups = (N + GROUP - 1) / GROUP, kgs = K / INT4_COLS;
+    float *xsum = malloc(sizeof(float) * (size_t)(M * kgs));
+    if (!xsum) return 1;
+    for (int64_t m = 0; m < M; m++)        /* each row's sum over each group of columns, in one order */
+        for (int64_t kg = 0; kg < kgs; kg++) {
+            const uint16_t *xs = x + m * K + kg * INT4_COLS;
+            xsum[m * kgs + kg] = _mm512_reduce_add_ps(_mm512_add_ps(load_bf16(xs), load_bf16(xs + 16)));
+        }
+    #pragma omp parallel num_threads(threads)
+    {
+        struct nibble_tables tables = nibble_tables();
+        float c[4][MAX_ROWS][16];
+        for (int64_t m = 0; m < M; m += MAX_ROWS) {
+            int rows = M - m < MAX_ROWS ? (int)(M - m) : MAX_ROWS;
+            const uint16_t *xs = x + m * K;
+            const float *sums = xsum + m * kgs;
+            #pragma omp for schedule(static)
+            for (int64_t g = 0; g < groups; g++) {
+                const uint8_t *w = packed + g * (K / 2) * GROUP;
+                const uint16_t *s = sl + g * kgs * 2 * GROUP;
+                for (int r0 = 0; r0 < rows; r0 += AVX_ROWS) {
+                    switch (rows - r0 < AVX_ROWS ? rows - r0 : AVX_ROWS) {
+                    case 1: int4_block(xs, K, w, s, sums, &tables, c, r0, 1); break;
+                    case 2: int4_block(xs, K, w, s, sums, &tables, c, r0, 2); break;
+                    case 3: int4_block(xs, K, w, s, sums, &tables, c, r0, 3); break;
+                    case 4: int4_block(xs, K, w, s, sums, &tables, c, r0, 4); break;
+                    case 5: int4_block(xs, K, w, s, sums, &tables, c, r0, 5); break;
+                    default: int4_block(xs, K, w, s, sums, &tables, c, r0, 6); break;
+                    }
+                }
+                store_group(c, m, rows, g, N, NULL, bias, out, out_f32);
+            }
+        }
+    }
+    free(xsum);
+    return 0;
 }
 
 /* x: bf16 [M, K], K % 32 == 0. packed: see above, bf16, or int8 when scale (float32 [N]) is given.
