@@ -196,3 +196,34 @@ def test_prefill_attention_is_causal_attention_within_bf16_rounding(n, start, d)
     exact = torch.einsum("hnt,htd->nhd", scores.masked_fill(unseen, float("-inf")).softmax(-1), values)
     assert got.shape == q.shape and torch.isfinite(got.float()).all()
     assert (got.double() - exact).abs().max() < 0.02   # bf16 probabilities and output: ~1e-2 at worst
+
+
+@pytest.mark.parametrize("start,n,d", [(0, 1, 64), (37, 1, 64), (2047, 5, 64), (100, 19, 128), (15, 3, 32)])
+def test_decode_attention_is_causal_attention_and_rows_keep_their_bits(start, n, d):
+    """A decode step (n = 1) or a verification (n rows): causal attention within bf16 rounding,
+    the cache past the last row unread (NaN there), and each row's bits those of the row alone at
+    any thread count, which is what lets speculative output equal plain output."""
+    torch.manual_seed(start + n)
+    kv_heads, group, capacity = 2, 7, start + n + 16
+    k_cache, v_cache = torch.randn(kv_heads, capacity, d).bfloat16(), torch.randn(kv_heads, capacity, d).bfloat16()
+    k_cache[:, start + n:], v_cache[:, start + n:] = float("nan"), float("nan")
+    q = (2 * torch.randn(n, kv_heads * group, d)).bfloat16()
+    got = native.decode_attention(q, k_cache, v_cache, start)
+    length = start + n
+    unseen = torch.arange(length)[None, :] > torch.arange(start, length)[:, None]
+    keys, values = (c[:, :length].double().repeat_interleave(group, 0) for c in (k_cache, v_cache))
+    scores = torch.einsum("nhd,htd->hnt", q.double(), keys) * d ** -0.5
+    exact = torch.einsum("hnt,htd->nhd", scores.masked_fill(unseen, float("-inf")).softmax(-1), values)
+    assert got.shape == q.shape and torch.isfinite(got.float()).all()
+    assert (got.double() - exact).abs().max() < 0.02
+    for i in range(n):
+        alone = k_cache.clone(), v_cache.clone()
+        for c in alone:
+            c[:, start + i + 1:] = float("nan")       # what a decode step at this position has
+        assert torch.equal(native.decode_attention(q[i:i + 1], *alone, start + i), got[i:i + 1])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(native.decode_attention(q, k_cache, v_cache, start), got)
+    finally:
+        torch.set_num_threads(threads)

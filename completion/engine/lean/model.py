@@ -226,7 +226,9 @@ class LeanModel:
             # cache layout [kv_heads, T, D]: the rows one attention reads are a plain slice
             k_cache.index_copy_(1, positions, k.transpose(0, 1))
             v_cache.index_copy_(1, positions, v.transpose(0, 1))
-        if attend == "one":   # one token at the end: it sees every row
+        if attend in ("one", "rows") and native.decode_attention_ready(q, k_cache):
+            out = native.decode_attention(q, k_cache, v_cache, attend_len - n)   # rows apart, K and V read once
+        elif attend == "one":   # one token at the end: it sees every row
             out = attend_one(q[0], k_cache, v_cache, attend_len)[None]
         elif attend == "rows":
             out = self.attend_row_by_row(q, k_cache, v_cache, attend_len)

@@ -1,7 +1,8 @@
 """Eyas's CPU kernels (kernels/*.c): the few-row matrix product for bf16, int8 and int4 weights
 (bf16_rows.c: on the AMX tile unit, or with AVX-512 BF16 dot products where the CPU has no AMX or
 the weight is int4),
-a prefill chunk's attention on the tile unit (attention.c; AMX only), and the row-wise steps beside
+a prefill chunk's attention on the tile unit (attention.c; AMX only) and a decode step's or
+verification's attention (attention.c; AVX-512 BF16), and the row-wise steps beside
 them (rows.c: RMSNorm, SiLU * up, RoPE into the cache). Built once with the machine's C compiler
 into the user cache, loaded with ctypes, used where the CPU has AVX-512 with BF16 (Intel Cooper
 Lake / Sapphire Rapids and later, AMD Zen 4 and later).
@@ -110,6 +111,9 @@ def _load() -> None:
                                            ctypes.c_int64, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
     lib.eyas_prefill_attention.restype = ctypes.c_int
     _state["attention"] = lib.eyas_prefill_attention
+    lib.eyas_decode_attention.argtypes = lib.eyas_prefill_attention.argtypes
+    lib.eyas_decode_attention.restype = ctypes.c_int
+    _state["decode_attention"] = lib.eyas_decode_attention
 
 
 def select_amx(wanted: bool) -> bool:
@@ -254,6 +258,25 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
                            k_cache.shape[1], start, d ** -0.5, out.data_ptr(), torch.get_num_threads()):
         raise MemoryError("no memory for the attention kernel's scratch")
     return out
+
+
+def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start: int) -> torch.Tensor:
+    """A decode step's or a verification's attention: bf16 queries q [n, heads, D] at positions
+    start .. start + n - 1, row i over cache rows [0, start + i + 1) of k_cache, v_cache
+    [kv_heads, T, D] (heads KV-major): [n, heads, D], each row with the bits it has alone
+    (kernels/attention.c). D a multiple of 32, at most 256."""
+    q = q.contiguous()
+    n, heads, d = q.shape
+    out = torch.empty_like(q)
+    if _state["decode_attention"](q.data_ptr(), n, heads, k_cache.shape[0], d, k_cache.data_ptr(), v_cache.data_ptr(),
+                                  k_cache.shape[1], start, d ** -0.5, out.data_ptr(), torch.get_num_threads()):
+        raise MemoryError("no memory for the attention kernel's scratch")
+    return out
+
+
+def decode_attention_ready(q: torch.Tensor, k_cache: torch.Tensor) -> bool:
+    return (q.dtype == torch.bfloat16 and q.device.type == "cpu" and q.shape[-1] % 32 == 0 and q.shape[-1] <= 256
+            and k_cache.is_contiguous() and available() and not torch.compiler.is_compiling())
 
 
 def rows_ready(x: torch.Tensor) -> bool:
