@@ -81,6 +81,7 @@ def test_adapt_on_the_pocket_pair_reports_before_after_and_keeps_only_a_gain(tmp
     assert record["files"]["train"] >= 5 and record["files"]["heldout"] >= 1
     assert record["data_tokens"] > 0 and record["train_steps"] > 0 and record["commit"]
     assert set(record["al_before"]) == {"4", "10"} and 1 <= record["al_before"]["4"] <= 4
+    assert set(record["al_lookup_after"]) == {"4", "10"} and 1 <= record["al_lookup_before"]["4"] <= 5
     assert record["kept"] == (record["al_after"]["4"] > record["al_before"]["4"])
     assert json.loads((home / "last-run.json").read_text())["al_after"] == record["al_after"]
     if record["kept"]:

@@ -474,47 +474,21 @@ def test_heldout_acceptance_is_bounded_and_counts_accepted_runs(synth_dir, targe
     assert peagle_runs(drafter, agreeing, 1).float().mean() == 1.0
 
 
-def test_supervise_all_rows_trains_prompt_rows_too(synth_dir, target):
-    ds = SynthDataset(synth_dir)
-    metrics = {}
-    for supervise in ("generated", "all"):
-        cfg = TrainConfig(depth=4, draft_vocab=256, supervise=supervise)
-        drafter = build_drafter(target, ds, cfg, mask_token_id=V - 1).train().requires_grad_(True)
-        m = Metrics(cfg.num_depths)
-        peagle_sequence_step(drafter, make_targets(target, drafter), ds[0], cfg, torch.Generator().manual_seed(0), m)
-        metrics[supervise] = m.total[0]
-    assert metrics["all"] == len(ds[0].ids) - 1 > metrics["generated"]
-
-
-def test_trainer_logs_heldout_al_and_the_curve_plots_it(synth_dir, target, tmp_path):
-    from completion.training.heldout import main as curve_main
-    from completion.training.peagle_trainer import DrafterTrainer
+def test_heldout_acceptance_with_lookup_takes_copied_runs_where_the_context_repeats(synth_dir, target):
+    """A sample that repeats a 7-token motif: past the first motif every anchor's context has a
+    match whose copied drafts all run (to max(K, LOOKUP_K)), so AL with lookup is exactly that
+    plus one, whatever the drafter proposes."""
+    from completion.speculative.lookup import LOOKUP_K
+    from completion.training.heldout import heldout_acceptance, lookup_runs
 
     ds = SynthDataset(synth_dir)
-    cfg = TrainConfig(steps=6, depth=4, draft_vocab=256, log_every=3, eval_every=3, ckpt_every=1e9, lr=3e-3,
-                      warmup=1)
-    trainer = DrafterTrainer(build_drafter(target, ds, cfg, mask_token_id=V - 1), target, ds, cfg,
-                             work=tmp_path / "work", log=tmp_path / "train.log", heldout=ds)
-    summary = trainer.run()
-    evals = summary["heldout_al"]
-    assert [e["step"] for e in evals] == [0, 3, 6] and evals[0]["tokens"] == 0 < evals[-1]["tokens"]
-    assert all(1.0 <= e["heldout_al"][4] <= e["heldout_al"][10] <= 11.0 for e in evals)
-    assert "held-out step 6" in (tmp_path / "train.log").read_text()
-    out = tmp_path / "curve.png"
-    assert curve_main([f"a={tmp_path / 'work'}", f"b={tmp_path / 'work'}", "--out", str(out)]) == 0
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and json.loads(out.with_suffix(".json").read_text())["a"]
-
-
-def test_training_commands_relaunch_under_jemalloc_where_the_machine_has_it():
-    import subprocess
-    import sys
-
-    from completion.training import JEMALLOC
-    code = ("import os; from completion.training import relaunch_with_jemalloc; relaunch_with_jemalloc(); "
-            "print(os.environ.get('LD_PRELOAD'))")
-    for off in (False, True):
-        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "EYAS_JEMALLOC")}
-        if off:
-            env["EYAS_JEMALLOC"] = "0"
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-        assert out.strip() == (str(JEMALLOC) if JEMALLOC.exists() and not off else "None"), out
+    drafter = build_drafter(target, ds, TrainConfig(depth=4, draft_vocab=256), mask_token_id=V - 1)
+    sample = ds[0]
+    L = len(sample.ids)
+    assert L >= 24
+    motif = torch.tensor([5, 9, 13, 17, 21, 25, 29]).repeat(L // 7 + 2)
+    looping = replace(sample, ids=motif[:L], labels=motif[1:L + 1], prompt_len=12)
+    runs = lookup_runs(looping, 4, LOOKUP_K)
+    assert runs.numel() == L - 1 - 4 - (12 - 1) + 1 and (runs == LOOKUP_K).all()
+    assert heldout_acceptance(drafter, [looping], "peagle", ks=(4,), lookup=True) == {4: 1.0 + LOOKUP_K}
+    assert heldout_acceptance(drafter, [looping], "peagle", ks=(4,))[4] < 1.0 + LOOKUP_K

@@ -139,8 +139,9 @@ def default_draft(model: str | None, precision: str, device: str, workspace: str
     """What an unset `draft` means: the drafter shipped with a packaged model where speculation pays
     (docs/bench-engines.md): any GPU precision, and on a CPU bf16 and int8 on Eyas's kernels (AMX or
     AVX-512 BF16), where P-EAGLE with prompt lookup (the default mode) decodes 1.1-1.7x faster than
-    plain on a 2-core Zen 4. float32 and int4 verification rows cost ~2x a row
-    (docs/qwen2.5-coder-0.5b.md#speed): those decode plain. The pocket drafter is never on by default: it
+    plain on a 2-core Zen 4. float32 verification rows cost ~2x a row (docs/qwen2.5-coder-0.5b.md#speed),
+    and int4's plain step is so cheap that P-EAGLE with lookup lost to it on library source (0.92-0.94x,
+    docs/bench-engines.md): those decode plain. The pocket drafter is never on by default: it
     decodes HumanEval only 1.10x faster than plain at one thread (docs/pocket.md). A drafter that
     `eyas adapt` fitted to the `workspace` comes before the shipped one."""
     name = model or DEFAULT_MODEL

@@ -7,12 +7,17 @@ Drafting at every anchor at once, teacher-forced, therefore gives each anchor's 
 exactly: P-EAGLE's K drafts are the elements (a, 0..K-1) of one parallel-group forward;
 EAGLE-3's are its unrolled steps, fed the true tokens, which are its own drafts while the run
 lasts. AL(K) = 1 + mean over anchors of min(run, K), over anchors with K positions after them.
+
+With `lookup`, as the default decoding (mode "peagle+lookup") drafts: where the context up to the
+bonus token repeats its last tokens (speculative/lookup.py), the copied drafts' run, up to
+max(K, LOOKUP_K); elsewhere the drafter's.
 """
 from __future__ import annotations
 
 import torch
 
 from completion.speculative.drafter import Drafter
+from completion.speculative.lookup import LOOKUP_K, lookup_drafts
 
 from .peagle_trainer import eagle3_unroll, peagle_forward, supervised_rows
 
@@ -54,14 +59,42 @@ def eagle3_runs(drafter: Drafter, sample, depth: int) -> torch.Tensor:
     return _runs(torch.stack(columns, dim=1)[keep])
 
 
+def lookup_runs(sample, depth: int, k: int) -> torch.Tensor:
+    """Per anchor (those of peagle_runs), the run of drafts copied from the context up to the
+    bonus token (k at most), or -1 where the context has no match."""
+    ids, labels = sample.ids.tolist(), sample.labels.tolist()
+    n = len(ids) - 1
+    anchors = torch.nonzero(supervised_rows(n + 1, sample.prompt_len)).flatten()
+    runs = []
+    for a in anchors[anchors <= n - depth].tolist():
+        drafts = lookup_drafts(ids[:a + 2], k)
+        run = 0
+        while run < len(drafts) and a + 1 + run < len(labels) and drafts[run] == labels[a + 1 + run]:
+            run += 1
+        runs.append(run if drafts else -1)
+    return torch.tensor(runs, dtype=torch.long)
+
+
 @torch.no_grad()
-def heldout_acceptance(drafter: Drafter, dataset, method: str, ks=(4, 10), limit: int = 32) -> dict[int, float]:
+def heldout_acceptance(drafter: Drafter, dataset, method: str, ks=(4, 10), limit: int = 32,
+                       lookup: bool = False) -> dict[int, float]:
     """{K: AL(K)} over the first `limit` samples of `dataset` (see the module doc)."""
     depth = max(ks)
-    runs = torch.cat([(peagle_runs if method == "peagle" else eagle3_runs)(drafter, dataset[i], depth)
-                      for i in range(min(limit, len(dataset)))] or [torch.zeros(0, dtype=torch.long)])
-    return {k: round(1 + float(runs.clamp(max=k).float().mean()), 3) if runs.numel() else float("nan")
-            for k in ks}
+    runs, copied = [torch.zeros(0, dtype=torch.long)], [torch.zeros(0, dtype=torch.long)]
+    for i in range(min(limit, len(dataset))):
+        sample = dataset[i]
+        runs.append((peagle_runs if method == "peagle" else eagle3_runs)(drafter, sample, depth))
+        if lookup and runs[-1].numel():
+            copied.append(lookup_runs(sample, depth, max(depth, LOOKUP_K)))
+    runs = torch.cat(runs)
+    copied = torch.cat(copied) if lookup else None
+    al = {}
+    for k in ks:
+        accepted = runs.clamp(max=k)
+        if copied is not None:
+            accepted = torch.where(copied >= 0, copied.clamp(max=max(k, LOOKUP_K)), accepted)
+        al[k] = round(1 + float(accepted.float().mean()), 3) if runs.numel() else float("nan")
+    return al
 
 
 # -- the curve: held-out AL against training tokens, one line per run ---------------------------------
