@@ -177,25 +177,35 @@ def test_rope_into_the_cache_rounds_as_hugging_face():
     assert not k_cache[:, :10].any() and not v_cache[:, 10 + n:].any()
 
 
+def attention_inputs(start: int, n: int, d: int, capacity: int, kv_heads: int = 2, group: int = 7):
+    """Queries for positions start .. start + n - 1 and caches of `capacity` rows whose rows past
+    the last position hold NaN: a kernel that reads them fails."""
+    torch.manual_seed(start + n)
+    k_cache, v_cache = torch.randn(kv_heads, capacity, d).bfloat16(), torch.randn(kv_heads, capacity, d).bfloat16()
+    k_cache[:, start + n:], v_cache[:, start + n:] = float("nan"), float("nan")
+    return (2 * torch.randn(n, kv_heads * group, d)).bfloat16(), k_cache, v_cache
+
+
+def causal_attention(q, k_cache, v_cache, start):
+    """The exact (float64) attention of q [n, heads, D] at positions start .. start + n - 1."""
+    n, heads, d = q.shape
+    length, group = start + n, heads // k_cache.shape[0]
+    unseen = torch.arange(length)[None, :] > torch.arange(start, length)[:, None]
+    keys, values = (c[:, :length].double().repeat_interleave(group, 0) for c in (k_cache, v_cache))
+    scores = torch.einsum("nhd,htd->hnt", q.double(), keys) * d ** -0.5
+    return torch.einsum("hnt,htd->nhd", scores.masked_fill(unseen, float("-inf")).softmax(-1), values)
+
+
 @pytest.mark.skipif(not native.has_amx(), reason="the attention kernel runs on AMX tiles; this CPU has none")
 @pytest.mark.parametrize("n,start,d", [(512, 0, 64), (256, 700, 64), (37, 100, 64), (300, 5, 128), (20, 0, 64)])
 def test_prefill_attention_is_causal_attention_within_bf16_rounding(n, start, d):
     """Every query head of each KV head, positions start .. start + n - 1 over cache rows
     [0, start + n), rows and keys not multiples of the kernel's blocks; the rows of the cache past
     the prompt hold garbage that must not be read."""
-    torch.manual_seed(n + start)
-    kv_heads, group, capacity = 2, 7, 1 << (start + n - 1).bit_length()
-    k_cache, v_cache = torch.randn(kv_heads, capacity, d).bfloat16(), torch.randn(kv_heads, capacity, d).bfloat16()
-    k_cache[:, start + n:], v_cache[:, start + n:] = float("nan"), float("nan")
-    q = (2 * torch.randn(n, kv_heads * group, d)).bfloat16()
+    q, k_cache, v_cache = attention_inputs(start, n, d, capacity=1 << (start + n - 1).bit_length())
     got = native.prefill_attention(q, k_cache, v_cache, start)
-    length = start + n
-    unseen = torch.arange(length)[None, :] > torch.arange(start, length)[:, None]
-    keys, values = (c[:, :length].double().repeat_interleave(group, 0) for c in (k_cache, v_cache))
-    scores = torch.einsum("nhd,htd->hnt", q.double(), keys) * d ** -0.5
-    exact = torch.einsum("hnt,htd->nhd", scores.masked_fill(unseen, float("-inf")).softmax(-1), values)
     assert got.shape == q.shape and torch.isfinite(got.float()).all()
-    assert (got.double() - exact).abs().max() < 0.02   # bf16 probabilities and output: ~1e-2 at worst
+    assert (got.double() - causal_attention(q, k_cache, v_cache, start)).abs().max() < 0.02   # bf16 P and output
 
 
 @pytest.mark.parametrize("start,n,d", [(0, 1, 64), (37, 1, 64), (2047, 5, 64), (100, 19, 128), (15, 3, 32)])
@@ -203,19 +213,10 @@ def test_decode_attention_is_causal_attention_and_rows_keep_their_bits(start, n,
     """A decode step (n = 1) or a verification (n rows): causal attention within bf16 rounding,
     the cache past the last row unread (NaN there), and each row's bits those of the row alone at
     any thread count, which is what lets speculative output equal plain output."""
-    torch.manual_seed(start + n)
-    kv_heads, group, capacity = 2, 7, start + n + 16
-    k_cache, v_cache = torch.randn(kv_heads, capacity, d).bfloat16(), torch.randn(kv_heads, capacity, d).bfloat16()
-    k_cache[:, start + n:], v_cache[:, start + n:] = float("nan"), float("nan")
-    q = (2 * torch.randn(n, kv_heads * group, d)).bfloat16()
+    q, k_cache, v_cache = attention_inputs(start, n, d, capacity=start + n + 16)
     got = native.decode_attention(q, k_cache, v_cache, start)
-    length = start + n
-    unseen = torch.arange(length)[None, :] > torch.arange(start, length)[:, None]
-    keys, values = (c[:, :length].double().repeat_interleave(group, 0) for c in (k_cache, v_cache))
-    scores = torch.einsum("nhd,htd->hnt", q.double(), keys) * d ** -0.5
-    exact = torch.einsum("hnt,htd->nhd", scores.masked_fill(unseen, float("-inf")).softmax(-1), values)
     assert got.shape == q.shape and torch.isfinite(got.float()).all()
-    assert (got.double() - exact).abs().max() < 0.02
+    assert (got.double() - causal_attention(q, k_cache, v_cache, start)).abs().max() < 0.02
     for i in range(n):
         alone = k_cache.clone(), v_cache.clone()
         for c in alone:

@@ -1,9 +1,8 @@
 """Eyas's CPU kernels (kernels/*.c): the few-row matrix product for bf16, int8 and int4 weights
 (bf16_rows.c: on the AMX tile unit, or with AVX-512 BF16 dot products where the CPU has no AMX or
-the weight is int4),
-a prefill chunk's attention on the tile unit (attention.c; AMX only) and a decode step's or
-verification's attention (attention.c; AVX-512 BF16), and the row-wise steps beside
-them (rows.c: RMSNorm, SiLU * up, RoPE into the cache). Built once with the machine's C compiler
+the weight is int4), attention (attention.c: a prefill chunk's on the tile unit, AMX only; a
+decode step's or a verification's with AVX-512 BF16), and the row-wise steps beside them
+(rows.c: RMSNorm, SiLU * up, RoPE into the cache). Built once with the machine's C compiler
 into the user cache, loaded with ctypes, used where the CPU has AVX-512 with BF16 (Intel Cooper
 Lake / Sapphire Rapids and later, AMD Zen 4 and later).
 
@@ -251,25 +250,22 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     """Causal attention of bf16 queries q [n, heads, D] at positions start .. start + n - 1 over
     cache rows [0, start + n) of k_cache, v_cache [kv_heads, T, D] (heads KV-major, as Hugging
     Face's repeat_kv orders them): [n, heads, D]. D a multiple of 64, at most 256."""
-    q = q.contiguous()
-    n, heads, d = q.shape
-    out = torch.empty_like(q)
-    if _state["attention"](q.data_ptr(), n, heads, k_cache.shape[0], d, k_cache.data_ptr(), v_cache.data_ptr(),
-                           k_cache.shape[1], start, d ** -0.5, out.data_ptr(), torch.get_num_threads()):
-        raise MemoryError("no memory for the attention kernel's scratch")
-    return out
+    return _attention("attention", q, k_cache, v_cache, start)
 
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start: int) -> torch.Tensor:
-    """A decode step's or a verification's attention: bf16 queries q [n, heads, D] at positions
-    start .. start + n - 1, row i over cache rows [0, start + i + 1) of k_cache, v_cache
-    [kv_heads, T, D] (heads KV-major): [n, heads, D], each row with the bits it has alone
-    (kernels/attention.c). D a multiple of 32, at most 256."""
+    """A decode step's or a verification's attention, arguments as prefill_attention's (row i sees
+    cache rows [0, start + i + 1)), each row with the bits it has alone. D a multiple of 32, at
+    most 256."""
+    return _attention("decode_attention", q, k_cache, v_cache, start)
+
+
+def _attention(kernel: str, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start: int) -> torch.Tensor:
     q = q.contiguous()
     n, heads, d = q.shape
     out = torch.empty_like(q)
-    if _state["decode_attention"](q.data_ptr(), n, heads, k_cache.shape[0], d, k_cache.data_ptr(), v_cache.data_ptr(),
-                                  k_cache.shape[1], start, d ** -0.5, out.data_ptr(), torch.get_num_threads()):
+    if _state[kernel](q.data_ptr(), n, heads, k_cache.shape[0], d, k_cache.data_ptr(), v_cache.data_ptr(),
+                      k_cache.shape[1], start, d ** -0.5, out.data_ptr(), torch.get_num_threads()):
         raise MemoryError("no memory for the attention kernel's scratch")
     return out
 
