@@ -138,7 +138,7 @@ def ships_draft(entry: PackagedModel | ShippedModel | None) -> bool:
 def default_draft(model: str | None, precision: str, device: str, workspace: str | None = None) -> str | None:
     """What an unset `draft` means: the drafter shipped with a packaged model where speculation pays
     (docs/bench-engines.md): any GPU precision, and on a CPU bf16 and int8 on Eyas's kernels (AMX or
-    AVX-512 BF16), where P-EAGLE with prompt lookup (the default mode) decodes 1.1-1.7x faster than
+    AVX-512 BF16), where P-EAGLE with prompt lookup (the default mode) decodes 1.4-2.1x faster than
     plain on a 2-core Zen 4. float32 verification rows cost ~2x a row (docs/qwen2.5-coder-0.5b.md#speed),
     and int4's plain step is so cheap that P-EAGLE with lookup lost to it on library source (0.92-0.94x,
     docs/bench-engines.md): those decode plain. The pocket drafter is never on by default: it

@@ -27,10 +27,16 @@ def _runs(hits: torch.Tensor) -> torch.Tensor:
     return hits.long().cumprod(dim=1).sum(dim=1)
 
 
-def peagle_runs(drafter: Drafter, sample, depth: int) -> torch.Tensor:
+def anchors_of(sample, depth: int) -> torch.Tensor:
+    """The rows whose drafts are scored: generated positions with `depth` labels after them."""
     n = len(sample.ids) - 1
     anchors = torch.nonzero(supervised_rows(n + 1, sample.prompt_len)).flatten()
-    anchors = anchors[anchors <= n - depth]
+    return anchors[anchors <= n - depth]
+
+
+def peagle_runs(drafter: Drafter, sample, depth: int) -> torch.Tensor:
+    n = len(sample.ids) - 1
+    anchors = anchors_of(sample, depth)
     if anchors.numel() == 0:
         return anchors
     anchor = torch.cat([torch.arange(n)] + [anchors] * (depth - 1))
@@ -63,10 +69,8 @@ def lookup_runs(sample, depth: int, k: int) -> torch.Tensor:
     """Per anchor (those of peagle_runs), the run of drafts copied from the context up to the
     bonus token (k at most), or -1 where the context has no match."""
     ids, labels = sample.ids.tolist(), sample.labels.tolist()
-    n = len(ids) - 1
-    anchors = torch.nonzero(supervised_rows(n + 1, sample.prompt_len)).flatten()
     runs = []
-    for a in anchors[anchors <= n - depth].tolist():
+    for a in anchors_of(sample, depth).tolist():
         drafts = lookup_drafts(ids[:a + 2], k)
         run = 0
         while run < len(drafts) and a + 1 + run < len(labels) and drafts[run] == labels[a + 1 + run]:
