@@ -188,3 +188,22 @@ def test_quick_bench_writes_every_column(tiny_pair, tmp_path, capsys):
     assert len(report["bars"]) == 7 and all(b.startswith(("[PASS]", "[FAIL]")) for b in report["bars"])
     assert "P-EAGLE+lookup decode tok/s / llama.cpp plain's" in printed
     assert "[PASS] speculative output equals plain output" in printed
+
+
+def test_median_round_takes_each_sets_middle_round():
+    from completion.evaluation.engine_bench import median_round
+
+    def cell(status, **ms):
+        return {"peer": "eyas-plain", "precision": "bf16", "status": status, "wall_s": 1.0,
+                "sets": {name: {"decode_ms_per_token": v, "prefill_ms": 10 * v} for name, v in ms.items()}}
+
+    rounds = [cell("measured", a=30.0, b=20.0), cell("measured", a=25.0, b=40.0), cell("measured", a=45.0, b=21.0)]
+    merged = median_round(rounds)
+    assert merged["sets"]["a"]["decode_ms_per_token"] == 30.0 and merged["sets"]["a"]["prefill_ms"] == 300.0
+    assert merged["sets"]["b"]["decode_ms_per_token"] == 21.0
+    assert merged["sets"]["a"]["rounds_decode_ms_per_token"] == [30.0, 25.0, 45.0]
+    assert merged["rounds"] == 3 and merged["wall_s"] == 3.0
+    assert median_round(rounds[:2])["sets"]["a"]["decode_ms_per_token"] == 30.0     # even count: the slower middle
+    skipped = {"peer": "hf", "precision": "int8", "status": "skipped", "reason": "not offered", "wall_s": 0.0}
+    assert median_round([skipped, dict(skipped)]) == skipped
+    assert median_round([skipped, rounds[0]])["sets"]["a"]["decode_ms_per_token"] == 30.0   # a failed round is left out

@@ -119,6 +119,24 @@ def measure_cell(setup: BenchSetup, peer: str, precision: str) -> dict:
     return cell
 
 
+def median_round(cells: list[dict]) -> dict:
+    """One cell from the same cell's rounds: per prompt set the round with the median decode speed
+    (the slower middle one of an even count), every round's ms/token noted beside it. Rounds spread
+    over the run, so a slow spell of a shared machine (its memory bandwidth moved Eyas bf16 plain
+    between 25 and 45 ms/token within an hour here) reaches every column alike, where one
+    column-after-column pass lets it fall on a few and flip a ratio."""
+    measured = [c for c in cells if c["status"] == "measured"]
+    if not measured:
+        return cells[0]
+    cell = dict(measured[0], wall_s=round(sum(c["wall_s"] for c in cells), 1), rounds=len(measured))
+    cell["sets"] = {}
+    for name in measured[0]["sets"]:
+        ranked = sorted((c["sets"][name] for c in measured), key=lambda m: m["decode_ms_per_token"])
+        cell["sets"][name] = dict(ranked[len(ranked) // 2],
+                                  rounds_decode_ms_per_token=[c["sets"][name]["decode_ms_per_token"] for c in measured])
+    return cell
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
@@ -279,6 +297,11 @@ def write_png(path: Path, cells: list[dict], sets: list[str]) -> None:
     canvas.save(path)
 
 
+def ks_to_try(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    ks = QUICK_KS if args.quick else FULL_KS
+    return {peer: tuple(args.ks) for peer in ks} if args.ks else ks
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="eyas bench engines", description=__doc__.split("\n\n")[0])
     ints = lambda s: [int(x) for x in s.split(",") if x]
@@ -294,6 +317,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--peers", type=names, default=list(PEERS), help=f"any of {','.join(PEERS)}")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median), after a warm-up")
+    ap.add_argument("--ks", type=ints, default=None,
+                    help="speculative K values to try in every speculative column (default: each column's own)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure the whole matrix this many times over; each figure is its median round")
     ap.add_argument("--impl", default=None, help="TorchEngine implementation (passed only when given)")
     ap.add_argument("--compile", action="store_true",
                     help="Eyas columns with torch.compile'd lean steps (about a minute to warm up per engine load)")
@@ -327,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                        packaged=entry if isinstance(entry, PackagedModel) else None,
                        prompts=source_prompts(args.model, args.prompt_lengths) | humaneval_prompts(args.model, args.humaneval),
                        new_tokens=args.new_tokens,
-                       repeats=args.repeats, threads=args.threads, ks=QUICK_KS if args.quick else FULL_KS,
+                       repeats=args.repeats, threads=args.threads, ks=ks_to_try(args),
                        work=work, impl=args.impl, compile=args.compile, vllm_python=args.vllm_python)
     sets = list(setup.prompts)
     log(f"eyas bench engines: {len(args.peers)} columns x {len(args.precisions)} precisions, prompt sets "
@@ -335,14 +362,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads} threads")
     # the reference columns first, so a long run shows its ratios' basis early
     order = sorted(args.peers, key=lambda p: (p not in (REFERENCE_PEER, AGREEMENT_PEER), list(PEERS).index(p)))
-    cells = [measure_cell(setup, peer, precision) for precision in args.precisions for peer in order]
+    rounds = []
+    for r in range(args.rounds):
+        if args.rounds > 1:
+            log(f"round {r + 1} of {args.rounds}")
+        rounds.append([measure_cell(setup, peer, precision) for precision in args.precisions for peer in order])
+    cells = [median_round(same) for same in zip(*rounds)]
     cells.sort(key=lambda c: (args.precisions.index(c["precision"]), list(PEERS).index(c["peer"])))
     add_comparisons(cells)
     best = best_rows(cells, sets)
 
     machine = dict(machine_info(), threads=args.threads, load_average=os.getloadavg())
     print(f"target {args.model}; P-EAGLE {args.draft}; EAGLE-3 {args.eagle3}")
-    print(f"batch 1, greedy, median of {args.repeats}; {machine['cpu']}, {args.threads} threads, "
+    median_of = f"median of {args.repeats}" + (f" per round, median round of {args.rounds}" if args.rounds > 1 else "")
+    print(f"batch 1, greedy, {median_of}; {machine['cpu']}, {args.threads} threads, "
           f"load average {machine['load_average'][0]:.2f}")
     print("prefill = time to first token; ms/tok = decode time per token after the first; "
           "x llama = tok/s / llama.cpp plain tok/s at equal precision (int8: q8_0, int4: q4); "
@@ -355,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"config": {"target": str(args.model), "peagle_draft": str(args.draft), "eagle3_draft": str(args.eagle3),
                          "prompt_sets": {n: [len(p) for p in ps] for n, ps in setup.prompts.items()},
                          "new_tokens": args.new_tokens,
-                         "precisions": args.precisions, "peers": args.peers, "repeats": args.repeats,
+                         "precisions": args.precisions, "peers": args.peers, "repeats": args.repeats, "rounds": args.rounds,
                          "ks": setup.ks, "impl": args.impl, "compile": args.compile, "quick": args.quick,
                          "prompt_source": [f"stdlib/{f}" for f in PROMPT_FILES] + ["human-eval FIM"] * bool(args.humaneval)},
               "machine": machine,

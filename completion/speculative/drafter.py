@@ -120,6 +120,11 @@ class DraftAttention(nn.Module):
         v = v.transpose(0, 1)
         if kv is not None:
             k, v = kv.write(layer, k, v)
+            if isinstance(kv, KVBuffers) and native.decode_attention_ready(q, kv.keys[layer]):
+                # a draft pass's few rows over the whole context: torch's SDPA with a mask costs ~1 ms
+                # at 2k cached rows (the drafter's largest op), Eyas's decode kernel a fraction
+                out = native.decode_attention(q.transpose(0, 1), kv.keys[layer], kv.values[layer], kv.end - n)
+                return self.o_proj(out.reshape(n, -1))
         out = F.scaled_dot_product_attention(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), attn_mask=mask,
                                              enable_gqa=self.num_heads != self.num_kv_heads)
         return self.o_proj(out[0].transpose(0, 1).reshape(n, -1))

@@ -15,10 +15,12 @@ the products off the tile unit on a CPU that has one.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -144,6 +146,32 @@ def reason() -> str:
     return _ensure().get("reason", "")
 
 
+HUGE_PAGE = 1 << 21
+MADV_HUGEPAGE = 14
+
+
+def on_huge_pages(t: torch.Tensor) -> torch.Tensor:
+    """A copy of t whose whole 2 MiB pages Linux backs with transparent huge pages (asked for with
+    madvise; granted where THP is `always` or `madvise`). A step streams ~1 GB of packed weights,
+    and on 4 KiB pages a TLB miss every 4 KiB (a two-level walk in a VM) holds the stream back:
+    Qwen2.5-Coder-0.5B's bf16 matrices for one row, 2 threads, Zen 4 VM: 25.2 -> 18.3 ms
+    (int8: 17.6 -> 16.0). Elsewhere (no THP, another OS) the copy is just a copy."""
+    nbytes = t.numel() * t.element_size()
+    if nbytes < HUGE_PAGE or sys.platform != "linux":
+        return t
+    buf = torch.empty(nbytes + HUGE_PAGE, dtype=torch.uint8)
+    start = -buf.data_ptr() % HUGE_PAGE
+    _libc().madvise(buf.data_ptr() + start, nbytes // HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE)   # before the pages exist
+    return buf[start:start + nbytes].view(t.dtype).view(t.shape).copy_(t)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
+
+
 def pack_rows(w: torch.Tensor) -> torch.Tensor:
     """A bf16 or int8 [N, K] weight (K a multiple of 32) in the kernel's layout: [N/64, K/2, 64, 2],
     N padded."""
@@ -161,7 +189,7 @@ def pack_rows(w: torch.Tensor) -> torch.Tensor:
         magnitude = packed.abs().view(torch.uint8) | (packed < 0).to(torch.uint8) << 7
         # element h*32 + lane*8 + i sits at byte lane*16 + h*8 + i: unpacklo/hi interleave per 128-bit lane
         packed = magnitude.view(-1, 2, 4, 8).transpose(1, 2).contiguous().view(torch.int8).view(packed.shape)
-    return packed
+    return on_huge_pages(packed)
 
 
 def rows_mm(x: torch.Tensor, packed: torch.Tensor, n: int, bias: torch.Tensor | None = None,
@@ -198,7 +226,7 @@ def pack_int4(q: torch.Tensor, scale: torch.Tensor, lo: torch.Tensor) -> tuple[t
     at = 32 * (b % 16 // 8) + 8 * (b // 16) + b % 8
     nibbles = (pairs[..., at] | pairs[..., GROUP + at] << 4).contiguous()
     sl = torch.stack([scale, lo]).to(torch.bfloat16).view(2, -1, GROUP, k // INT4_COLS).permute(1, 3, 0, 2)
-    return nibbles, sl.contiguous()
+    return on_huge_pages(nibbles), on_huge_pages(sl.contiguous())
 
 
 def int4_mm(x: torch.Tensor, nibbles: torch.Tensor, sl: torch.Tensor, n: int, bias: torch.Tensor | None = None,
