@@ -113,6 +113,34 @@ def test_shapes_it_cannot_take_are_refused():
         native.pack_rows(torch.zeros(64, 64))
 
 
+def mapping_flags(address: int) -> list[str]:
+    """The VmFlags of the mapping that holds `address`, from /proc/self/smaps."""
+    from pathlib import Path
+
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        first = line.split()[0]
+        if "-" in first and ":" not in first:
+            lo, hi = (int(x, 16) for x in first.split("-"))
+            inside = lo <= address < hi
+        elif inside and first == "VmFlags:":
+            return line.split()[1:]
+    return []
+
+
+def test_packed_weights_are_copies_asking_for_huge_pages():
+    import sys
+
+    w = torch.randn(4096, 512).bfloat16()           # 4 MiB: two whole 2 MiB pages
+    packed = native.pack_rows(w)
+    assert packed.data_ptr() % native.HUGE_PAGE == 0
+    assert torch.equal(packed, w.view(64, 64, 256, 2).transpose(1, 2))
+    small = torch.randn(64, 64).bfloat16()
+    assert torch.equal(native.on_huge_pages(small), small)
+    if sys.platform == "linux":   # "hg": madvise(MADV_HUGEPAGE) holds (whether Linux found free 2 MiB blocks may vary)
+        assert "hg" in mapping_flags(packed.data_ptr())
+
+
 def test_tile_linear_adopts_a_linear_in_place():
     """A drafter's nn.Linear turned TileLinear: same parameters and state-dict keys, the product
     within bf16 rounding of torch's, torch's own path when gradients are wanted or rows are many."""

@@ -152,10 +152,11 @@ MADV_HUGEPAGE = 14
 
 def on_huge_pages(t: torch.Tensor) -> torch.Tensor:
     """A copy of t whose whole 2 MiB pages Linux backs with transparent huge pages (asked for with
-    madvise; granted where THP is `always` or `madvise`). A step streams ~1 GB of packed weights,
-    and on 4 KiB pages a TLB miss every 4 KiB (a two-level walk in a VM) holds the stream back:
-    Qwen2.5-Coder-0.5B's bf16 matrices for one row, 2 threads, Zen 4 VM: 25.2 -> 18.3 ms
-    (int8: 17.6 -> 16.0). Elsewhere (no THP, another OS) the copy is just a copy."""
+    madvise before the pages exist; granted where THP is `always` or `madvise` and a free 2 MiB
+    block is found). A step streams ~1 GB of packed weights; on 4 KiB pages every 4 KiB of the stream
+    costs a TLB miss and a page walk (two-level in a VM). Measured in
+    `eyas bench engines`, before and after in alternating rounds (docs/bench-engines.md): plain
+    int8 6-13% faster; bf16 within the shared machine's spread. Elsewhere the copy is just a copy."""
     nbytes = t.numel() * t.element_size()
     if nbytes < HUGE_PAGE or sys.platform != "linux":
         return t
