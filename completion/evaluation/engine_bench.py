@@ -122,9 +122,9 @@ def measure_cell(setup: BenchSetup, peer: str, precision: str) -> dict:
 def median_round(cells: list[dict]) -> dict:
     """One cell from the same cell's rounds: per prompt set the round with the median decode speed
     (the slower middle one of an even count), every round's ms/token noted beside it. Rounds spread
-    over the run, so a slow spell of a shared machine (its memory bandwidth moved Eyas bf16 plain
-    between 25 and 45 ms/token within an hour here) reaches every column alike, where one
-    column-after-column pass lets it fall on a few and flip a ratio."""
+    over the run, so a slow spell of a shared machine reaches every column alike, where one
+    column-after-column pass lets it fall on a few and flip a ratio (on the 2-core Zen 4 VM Eyas
+    bf16 plain took 33.8, 43.8 and 26.5 ms/token in one run's three rounds: docs/bench-engines.md)."""
     measured = [c for c in cells if c["status"] == "measured"]
     if not measured:
         return cells[0]
