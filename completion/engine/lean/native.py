@@ -156,10 +156,11 @@ def on_huge_pages(t: torch.Tensor) -> torch.Tensor:
     block is found). A step streams ~1 GB of packed weights; on 4 KiB pages every 4 KiB of the stream
     costs a TLB miss and a page walk (two-level in a VM). Measured in
     `eyas bench engines`, before and after in alternating rounds (docs/bench-engines.md): plain
-    int8 6-13% faster; bf16 within the shared machine's spread. Elsewhere the copy is just a copy."""
+    int8 6-13% faster; bf16 within the shared machine's spread. Elsewhere the copy is just a
+    contiguous one (t itself when it is)."""
     nbytes = t.numel() * t.element_size()
     if nbytes < HUGE_PAGE or sys.platform != "linux":
-        return t
+        return t.contiguous()
     buf = torch.empty(nbytes + HUGE_PAGE, dtype=torch.uint8)
     start = -buf.data_ptr() % HUGE_PAGE
     _libc().madvise(buf.data_ptr() + start, nbytes // HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE)   # before the pages exist
@@ -183,10 +184,11 @@ def pack_rows(w: torch.Tensor) -> torch.Tensor:
     padded = -(-n // GROUP) * GROUP
     if padded != n:
         w = torch.cat([w, w.new_zeros(padded - n, k)])
-    packed = w.reshape(padded // GROUP, GROUP, k // 2, 2).transpose(1, 2).contiguous()
+    packed = w.reshape(padded // GROUP, GROUP, k // 2, 2).transpose(1, 2)   # bf16: laid out by the one copy below
     if w.dtype == torch.int8:   # sign and magnitude, each 64-byte chunk in the order widen_int8 undoes
         if int(w.min()) < -127:
             raise ValueError("int8 tile weights take -127..127 (sign and magnitude)")
+        packed = packed.contiguous()
         magnitude = packed.abs().view(torch.uint8) | (packed < 0).to(torch.uint8) << 7
         # element h*32 + lane*8 + i sits at byte lane*16 + h*8 + i: unpacklo/hi interleave per 128-bit lane
         packed = magnitude.view(-1, 2, 4, 8).transpose(1, 2).contiguous().view(torch.int8).view(packed.shape)
