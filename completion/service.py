@@ -4,6 +4,7 @@ Shared by the LSP server and `eyas complete`, so both surfaces give the same ans
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from completion.context import ContextBudget, DocumentTrees, build_context
 from completion.engine import Engine, GenerationParams, Stats
 from completion.postprocess import CompletionSite, is_multiline, postprocess, should_stop
+from completion.postprocess.rules.drop_retyped_indent import drop_retyped_indent
 from completion.prompt import FileSnippet, PromptBuilder
 
 
@@ -64,17 +66,19 @@ class Completer:
         return await self.run(self.prepare(uri, cursor, repo=repo, multiline_mode=multiline_mode), **overrides)
 
     def prepare(self, uri: str, cursor: int, *, repo: str = "workspace", multiline_mode: str = "auto",
-                budget: ContextBudget | None = None) -> Request:
+                budget: ContextBudget | None = None, replan: bool = False) -> Request:
         """Context, single/multi-line decision and prompt. Synchronous, so a caller may build it
         from a hypothetical document (`DocumentTrees.as_if`) that no other handler ever sees.
-        `budget` replaces the settings' context budget for this request."""
+        `budget` replaces the settings' context budget for this request; `replan` chooses the
+        snippets afresh (a pause: build_context keeps them while the user types nearby)."""
         t_start = t0 = time.perf_counter()
         doc = self.trees.get(uri)
         if doc is None:
             raise KeyError(f"unknown document {uri}")
         first_eol = doc.text.find("\n")
         crlf = first_eol > 0 and doc.text[first_eol - 1] == "\r"   # the document's line ending
-        ctx = build_context(self.trees, uri, cursor, self.prompts.count_tokens, budget or self.settings.budget)
+        ctx = build_context(self.trees, uri, cursor, self.prompts.count_tokens, budget or self.settings.budget,
+                            replan=replan)
         # The model and the rules see "\n" line ends; the insert text gets the document's own.
         lf = (lambda x: x.replace("\r\n", "\n")) if crlf else (lambda x: x)
         site = CompletionSite(language=ctx.language, prefix=lf(ctx.prefix), suffix=lf(ctx.suffix),
@@ -90,7 +94,13 @@ class Completer:
         timings["prompt"] = _ms_since(t0)
         return Request(site, prompt.ids, tuple(prompt.stop_ids), multiline, crlf, timings, uri, t_start)
 
-    async def run(self, request: Request, **overrides) -> Completion:
+    def start(self, request: Request, **overrides) -> "Generation":
+        """Run `request` on a task of its own, readable while it streams (see Generation)."""
+        return Generation(self, request, overrides)
+
+    async def run(self, request: Request, on_chunk=None, **overrides) -> Completion:
+        """The whole completion. `on_chunk(raw, stats)`, if given, sees the model's text and the
+        engine's running figures after every chunk."""
         s, site, multiline = self.settings, request.site, request.multiline
         timings = dict(request.timings_ms)
         params = dict(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
@@ -100,6 +110,8 @@ class Completer:
         async with aclosing(self.engine.generate(request.prompt_ids, GenerationParams(**params))) as stream:
             async for chunk in stream:
                 raw, stats = raw + chunk.text, chunk.stats
+                if on_chunk is not None:
+                    on_chunk(raw, stats)
                 if should_stop(raw, site, multiline):
                     ended_block = True
                     break
@@ -115,3 +127,74 @@ class Completer:
         timings["postprocess"] = round(_ms_since(t0) + timings.pop("decide"), 3)
         timings["total"] = _ms_since(request.t_start)
         return Completion(text, raw, multiline, timings, stats)
+
+
+class Generation:
+    """A request's engine stream on a task of its own, so answers can be read from it while it runs
+    and after the request that started it was cancelled (DESIGN §3: no work thrown away).
+
+    `suggestion(typed)` answers a request at the generation's cursor plus `typed` (what the user
+    has typed since): the rest of the next line of the model's text as soon as that line is
+    complete (first line first: a multi-line block keeps decoding behind it), the rest of the
+    whole completion once it has ended, or None when the model's text has left what was typed.
+    """
+
+    def __init__(self, completer: Completer, request: Request, overrides: dict):
+        self.request = request
+        self.raw = ""                          # the model's text so far, "\n" line ends
+        self.stats = Stats(prompt_tokens=len(request.prompt_ids))   # the engine's, as they stream
+        self._changed = asyncio.Event()
+        self.task = asyncio.ensure_future(completer.run(request, on_chunk=self._grow, **overrides))
+        self.task.add_done_callback(lambda _: self._changed.set())
+
+    def _grow(self, raw: str, stats: Stats) -> None:
+        self.raw, self.stats = raw, stats
+        self._changed.set()
+
+    @property
+    def done(self) -> bool:
+        return self.task.done()
+
+    @property
+    def result(self) -> Completion | None:
+        """The whole completion, once the generation has ended well."""
+        task = self.task
+        return task.result() if task.done() and not task.cancelled() and task.exception() is None else None
+
+    def cancel(self) -> None:
+        self.task.cancel()
+
+    async def suggestion(self, typed: str) -> str | None:
+        """The text to show after `typed` (document text, its own line ends), "" for nothing."""
+        crlf, site = self.request.crlf, self.request.site
+        lf_typed = typed.replace("\r\n", "\n") if crlf else typed
+        while True:
+            self._changed.clear()
+            if self.task.done():   # the engine's error or cancellation surfaces here
+                text = self.task.result().text
+                if not typed:
+                    return text
+                rest = text[len(typed):]
+                return rest if text.startswith(typed) and rest.strip() else None
+            line = next_line(self.raw, lf_typed, site, self.request.multiline)
+            if line is None:
+                return None
+            if line:
+                return line.replace("\n", "\r\n") if crlf else line
+            await self._changed.wait()
+
+
+def next_line(raw: str, typed: str, site: CompletionSite, multiline: bool) -> str | None:
+    """From the model's unfinished text: the rest of the next complete line after `typed` ("\n"
+    line ends), "" while that line is still being written, None once the text has left `typed`.
+    Only a multi-line request shows a line before the end: a single-line one ends at its newline."""
+    visible = drop_retyped_indent(raw, site, multiline)   # the one rule that changes how text begins
+    if not visible.startswith(typed):
+        return "" if typed.startswith(visible) else None
+    rest = visible[len(typed):]
+    start = len(rest) - len(rest.lstrip())
+    end = rest.find("\n", start)
+    if not multiline or start == len(rest) or end < 0:
+        return ""
+    shown = postprocess(raw[:len(raw) - len(rest) + end], site, multiline)
+    return shown[len(typed):] if shown.startswith(typed) and shown[len(typed):].strip() else ""

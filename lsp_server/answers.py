@@ -1,5 +1,13 @@
-"""What a completion request answers: the typed-through cache first, then the engine; candidates
-when the user asked explicitly; a pre-fetch of the next completion after each answer.
+"""What a completion request answers: the typed-through cache first, then the document's running
+generation, then a new one; candidates when the user asked explicitly; a pre-fetch of the next
+completion after each generation.
+
+An editor sends a request on every key and cancels it on the next, so a generation does not belong
+to the request that started it (completion.service.Generation): a cancelled request leaves it
+running, and the next key's request joins it when the user typed what it is producing (else it is
+cancelled and a new one starts). A multi-line completion answers with its first line as soon as
+that line is complete and keeps decoding into the typed-through cache, so accepting (or typing) the
+line brings the next at once. Every item says where it came from ("cache", "engine", "joined").
 
 Pre-fetch: once a completion is shown, the most likely next request is the one right after the user
 accepts it, so it is computed in the background on the document as it would then be, and stored in
@@ -7,10 +15,12 @@ the cache. It runs only while nothing else does: every real request cancels it f
 stops between decode steps). Accepting just the first line needs no pre-fetch: the cache already
 answers with the rest of the shown completion there.
 
-KV warm-up: after a document is opened, saved or edited and the server has been idle for a moment,
-the prompt at the document's caret (after its last edit, else its last completion) is prefilled (no tokens generated), so the
-engine's prefix cache holds the stable part of the next prompt (repo snippets, file header, the
-text above the cursor) before the user asks.
+KV warm-up: after a document is opened, saved or edited, or a generation ends, and the server has
+been idle for a moment, the prompt at the document's caret (after its last edit, else its last
+completion) is prefilled (no tokens generated), so the engine's prefix cache holds the stable part
+of the next prompt (repo snippets, file header, the text above the cursor) before the user asks. A
+pause is also where the prompt's snippets are chosen again (`replan`); while the user types they
+stay put, so a key recomputes only the cursor line and the suffix.
 
 The first request in a document builds a small prompt (QUICK_BUDGET): a cold 1k-token prefill
 costs ~1.1-1.5 s on 2 cores, a 256-token one ~0.3 s, so typing at once in a file just opened
@@ -28,7 +38,9 @@ from dataclasses import dataclass
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams, JsonRpcServerNotInitialized
 
+from completion.cache import AFTER_CHARS, BEFORE_CHARS, MAX_TEXT_CHARS
 from completion.context import ContextBudget
+from completion.service import Generation
 
 from .positions import PositionError
 
@@ -45,11 +57,31 @@ QUICK_BUDGET = ContextBudget(prefix_tokens=256, suffix_tokens=64, snippet_tokens
 class Answer:
     texts: list[str]
     position: types.Position
+    source: str                 # "cache", "engine" (a generation of its own) or "joined" (an earlier key's)
+
+
+@dataclass
+class Running:
+    """A document's generation and the place it was asked for."""
+    generation: Generation
+    text: str                   # the document then
+    cursor: int
+
+    def typed(self, text: str, cursor: int) -> str | None:
+        """What the user has typed at the generation's cursor since, when nothing else changed
+        around it (the text before it, and after the new cursor); else None."""
+        at, old = self.cursor, self.text
+        if not at <= cursor <= at + MAX_TEXT_CHARS:
+            return None
+        if (text[max(0, at - BEFORE_CHARS):at] != old[max(0, at - BEFORE_CHARS):at]
+                or text[cursor:cursor + AFTER_CHARS] != old[at:at + AFTER_CHARS]):
+            return None
+        return text[at:cursor]
 
 
 async def complete_at(ls, uri: str, position: types.Position, *, candidates: int = 1) -> Answer | None:
     """Completions for a position (at most `candidates`, distinct), or None. The newest request per
-    document wins."""
+    document wins: an older request still waiting is cancelled (its generation is not)."""
     if not ls.initialized:
         raise JsonRpcServerNotInitialized("the server has not been initialized: send initialize first")
     ls.engine_wanted()
@@ -67,21 +99,32 @@ async def complete_at(ls, uri: str, position: types.Position, *, candidates: int
     ls.last_cursor[uri] = cursor
     text, t0 = document.source, time.perf_counter()
     if ls.config.cache and candidates == 1 and (rest := ls.cache.get(uri, text, cursor)) is not None:
-        ls.record_latency({"total": _ms_since(t0), "cached": True, "tokens": 0, "acceptance_length": 0.0},
-                          document.language_id)
+        ls.record_latency({"total": _ms_since(t0), "cached": True, "source": "cache", "tokens": 0,
+                           "acceptance_length": 0.0}, document.language_id)
         if not rest:   # a place known to have nothing to show
             return None
         prefetch(ls, uri, text, cursor, rest, document.language_id)
-        return Answer([rest], position)
+        return Answer([rest], position, "cache")
 
     me = asyncio.current_task()
     if (older := ls.inflight.get(uri)) is not None and older is not me:
         older.cancel()
     ls.inflight[uri] = me
     try:
-        texts = await _from_engine(ls, uri, cursor, document.language_id, candidates)
+        if candidates > 1:
+            ls.stop_generation(uri)
+            texts, source = await _candidates(ls, uri, cursor, document.language_id, candidates), "engine"
+        else:
+            rest, source, running = await asyncio.wait_for(
+                _from_generation(ls, uri, text, cursor, document.language_id), timeout=ls.config.request_timeout_s)
+            texts = [rest] if rest else []
+            generation = running.generation
+            ls.record_latency({**_figures(generation.request, generation.stats, generation.result),
+                               "total": _ms_since(t0),
+                               "cached": False, "source": source}, document.language_id)
     except asyncio.TimeoutError:
         log.warning("completion timed out after %.1f s", ls.config.request_timeout_s)
+        ls.stop_generation(uri)
         return None
     except ConnectionError as exc:   # a daemon or remote server went away: nothing to show, retried next time
         log.warning("completion engine unavailable: %s", exc)
@@ -89,35 +132,72 @@ async def complete_at(ls, uri: str, position: types.Position, *, candidates: int
     finally:
         if ls.inflight.get(uri) is me:
             del ls.inflight[uri]
-    if candidates == 1:
-        ls.cache.put(uri, text, cursor, texts[0] if texts else "")
-    if not texts:
-        return None
-    prefetch(ls, uri, text, cursor, texts[0], document.language_id)
-    return Answer(texts, position)
+    return Answer(texts, position, source) if texts else None
 
 
-async def _from_engine(ls, uri: str, cursor: int, language_id: str, candidates: int) -> list[str]:
+async def _from_generation(ls, uri: str, text: str, cursor: int, language_id: str) -> tuple[str, str, Running]:
+    """The suggestion at `cursor` from the document's running generation when the user is typing
+    what it produces ("joined"), else from a new one ("engine")."""
+    running = ls.running.get(uri)
+    if running is not None and (ls.config.cache or not running.generation.done):
+        typed = running.typed(text, cursor)
+        if typed is not None:
+            rest = await running.generation.suggestion(typed)
+            if rest is not None:
+                return rest, "joined", running
+    ls.stop_generation(uri)
+    completer = await ls.ready_completer()
+    ls.stop_generation(uri)   # loading may have let another request start one
+    quick = uri not in ls.answered
+    ls.answered.add(uri)
+    request = _prepare(ls, completer, uri, cursor, language_id, quick=quick)
+    running = ls.running[uri] = Running(completer.start(request, **_speculation(ls.config)), text, cursor)
+    running.generation.task.add_done_callback(lambda task: _finished(ls, uri, running, language_id))
+    ls.generations += 1
+    return await running.generation.suggestion(""), "engine", running
+
+
+def _finished(ls, uri: str, running: Running, language_id: str) -> None:
+    """A generation ended: its completion goes to the typed-through cache, then the pre-fetch."""
+    task = running.generation.task
+    if task.cancelled() or task.exception() is not None:   # an error reaches the request that waits
+        return
+    done = task.result()
+    ls.served += 1
+    ls.cache.put(uri, running.text, running.cursor, done.text)
+    if ls.running.get(uri) is running:   # the latest: nothing newer has been asked here
+        prefetch(ls, uri, running.text, running.cursor, done.text, language_id)
+        warm(ls, uri)
+
+
+async def _candidates(ls, uri: str, cursor: int, language_id: str, candidates: int) -> list[str]:
+    """An explicit request: the greedy completion and sampled others, distinct."""
     completer = await ls.ready_completer()
     cfg = ls.config
     extra = _speculation(cfg)
-    quick = uri not in ls.answered
-    request = _prepare(ls, completer, uri, cursor, language_id, quick=quick)
+    request = _prepare(ls, completer, uri, cursor, language_id, quick=uri not in ls.answered)
+    ls.answered.add(uri)
     texts: list[str] = []
     for i in range(candidates):
         if i:   # the first is the usual (greedy) answer; the others are seeded samples
             extra = {**extra, "temperature": max(cfg.temperature, CANDIDATE_TEMPERATURE), "seed": i}
-        t0 = time.perf_counter()
-        done = await asyncio.wait_for(completer.run(request, **extra), timeout=cfg.request_timeout_s)
+        done = await completer.run(request, **extra)
+        ls.generations += 1
         ls.served += 1
-        ls.answered.add(uri)
-        ls.record_latency({**done.timings_ms, "handler": _ms_since(t0), "cached": False,
-                           "tokens": done.stats.generated_tokens, "prompt_tokens": done.stats.prompt_tokens,
-                           "reused_tokens": done.stats.reused_tokens,
-                           "acceptance_length": round(done.stats.acceptance_length, 3)}, language_id)
+        ls.record_latency({**_figures(request, done.stats, done), "total": done.timings_ms["total"], "cached": False,
+                           "source": "engine"}, language_id)
         if done.text and done.text not in texts:
             texts.append(done.text)
     return texts
+
+
+def _figures(request, stats, done=None) -> dict:
+    """A request's stage timings and engine figures so far, for eyas/status and telemetry."""
+    return {"context": request.timings_ms["context"], "prompt": request.timings_ms["prompt"],
+            "postprocess": done.timings_ms["postprocess"] if done is not None else None,
+            "prefill": round(stats.prefill_ms, 3), "decode": round(stats.decode_ms, 3),
+            "tokens": stats.generated_tokens, "prompt_tokens": stats.prompt_tokens,
+            "reused_tokens": stats.reused_tokens, "acceptance_length": round(stats.acceptance_length, 3)}
 
 
 def prefetch(ls, uri: str, text: str, cursor: int, completion: str, language_id: str) -> None:
@@ -151,22 +231,22 @@ def warm(ls, uri: str) -> None:
     """Prefill the document's next prompt in idle time: after any pre-fetch under way, and only
     for the latest edit (a newer one restarts the wait)."""
     ls.engine_wanted()
-    if ls.config.prefetch and ls.completer is not None and not ls.inflight:
+    if ls.config.prefetch and ls.completer is not None:
         if ls.warming is not None:
             ls.warming.cancel()
-        running = ls.prefetching if ls.prefetching is not None and not ls.prefetching.done() else None
-        ls.warming = asyncio.ensure_future(_warm(ls, uri, running))
+        ls.warming = asyncio.ensure_future(_warm(ls, uri))
 
 
-async def _warm(ls, uri: str, after: asyncio.Task | None) -> None:
-    if after is not None:
-        await asyncio.wait([after])   # a real request cancels the pre-fetch and this warm-up alike
+async def _warm(ls, uri: str) -> None:
     await asyncio.sleep(WARM_AFTER_S)
+    while busy := [t for t in (ls.prefetching, *(r.generation.task for r in ls.running.values()))
+                   if t is not None and not t.done()]:
+        await asyncio.wait(busy)   # a real request cancels the pre-fetch and this warm-up alike
     completer, document = ls.completer, ls.workspace.text_documents.get(uri)
     if completer is None or document is None or ls.trees.get(uri) is None:
         return
     cursor = min(ls.last_cursor.get(uri, 0), len(document.source))
-    request = _prepare(ls, completer, uri, cursor, document.language_id)
+    request = _prepare(ls, completer, uri, cursor, document.language_id, replan=True)
     try:
         await asyncio.wait_for(completer.run(request, max_tokens=0), timeout=ls.config.request_timeout_s)
     except Exception as exc:   # best effort, like the pre-fetch
@@ -175,9 +255,9 @@ async def _warm(ls, uri: str, after: asyncio.Task | None) -> None:
     ls.warmed += 1
 
 
-def _prepare(ls, completer, uri: str, cursor: int, language_id: str, quick: bool = False):
+def _prepare(ls, completer, uri: str, cursor: int, language_id: str, quick: bool = False, replan: bool = False):
     return completer.prepare(uri, cursor, repo=ls.repo, multiline_mode=ls.config.multiline_for(language_id),
-                             budget=QUICK_BUDGET if quick else None)
+                             budget=QUICK_BUDGET if quick else None, replan=replan)
 
 
 def _speculation(cfg) -> dict:

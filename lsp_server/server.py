@@ -27,7 +27,7 @@ from completion.models import DEFAULT_MODEL
 from completion.service import Completer, CompletionSettings
 from completion.telemetry import Telemetry, default_path
 
-from .answers import CANDIDATES, complete_at, warm
+from .answers import CANDIDATES, Running, complete_at, warm
 from .config import ServerConfig
 from .idle_adapt import IdleAdapter, adapt_command
 from .positions import LineIndex, PositionError
@@ -35,7 +35,7 @@ from .positions import LineIndex, PositionError
 log = logging.getLogger("eyas")
 VERSION = "0.1.0"
 STATUS_METHOD = "eyas/status"
-ACCEPT_COMMAND = "eyas.accepted"             # the inline item's command: [uri, accepted characters]
+ACCEPT_COMMAND = "eyas.accepted"             # the inline item's command: [uri, characters, source]
 SHOWN_NOTIFICATION = "eyas/shown"            # {"uri", "length"}: the editor displayed a suggestion
 PARTIAL_NOTIFICATION = "eyas/partialAccept"  # {"uri", "length"}: the user took part of one (word/line)
 DISMISSED_NOTIFICATION = "eyas/dismissed"    # {"uri"}: the user waved a suggestion away (Escape)
@@ -52,9 +52,12 @@ class EyasServer(LanguageServer):
         self.engine_state = "not loaded"   # -> "loading" -> "ready" | "failed"
         self.engine_error: str | None = None
         self.loading: asyncio.Task | None = None
-        self.inflight: dict[str, asyncio.Task] = {}
+        self.inflight: dict[str, asyncio.Task] = {}    # per document: the request handler waiting
+        self.running: dict[str, Running] = {}          # per document: its latest generation
         self.latencies: deque[dict] = deque(maxlen=RECENT)
-        self.served = 0
+        self.served = 0        # engine runs that ended with a completion
+        self.generations = 0   # engine runs started for requests (a key's cost; pre-fetches apart)
+        self.sources = {"cache": 0, "engine": 0, "joined": 0}   # where answers came from (answers.Answer)
         # what the editors report, for acceptance rates (counts and characters)
         self.events = {"shown": 0, "accepted": 0, "partial": 0, "dismissed": 0, "shown_chars": 0,
                        "accepted_chars": 0}
@@ -153,6 +156,8 @@ class EyasServer(LanguageServer):
         reload = new.needs_reload(self.config)
         if reload or new.max_tokens != self.config.max_tokens or new.multiline != self.config.multiline:
             self.cache.clear()   # answers computed under other settings
+            for uri in list(self.running):
+                self.stop_generation(uri)
         self.config = new
         if new.adapt == "off" and self.adapter is not None:
             self.adapter.stop()
@@ -203,6 +208,10 @@ class EyasServer(LanguageServer):
             index = self.line_indexes[uri] = LineIndex(source)
         return index
 
+    def stop_generation(self, uri: str) -> None:
+        if (running := self.running.pop(uri, None)) is not None:
+            running.generation.cancel()
+
     def cancel_background(self) -> None:
         for task in (self.prefetching, self.warming):
             if task is not None:
@@ -211,6 +220,7 @@ class EyasServer(LanguageServer):
 
     def record_latency(self, figures: dict, language_id: str | None) -> None:
         self.latencies.append(figures)
+        self.sources[figures["source"]] += 1
         self.telemetry.log("request", language=language_id, engine=self.config.engine,
                            latency_ms=figures["total"], cached=figures["cached"])
 
@@ -237,9 +247,9 @@ class EyasServer(LanguageServer):
             "device": info.device if info else self.config.device,
             "trained": info.trained if info else None,
             "note": info.note if info else "",
-            "served": self.served, **self.events, "prefetched": self.prefetched,
+            "served": self.served, "generations": self.generations, **self.events, "prefetched": self.prefetched,
             "warmed": self.warmed,
-            "cache": {"hits": self.cache.hits, "misses": self.cache.misses},
+            "cache": {"hits": self.cache.hits, "misses": self.cache.misses}, "answers": dict(self.sources),
             "adapt": self.adapter.status() if self.adapter else {"state": "off" if self.config.adapt == "off"
                                                                  else "not needed"},
             "acceptance_length": round(statistics.fmean(spec), 3) if spec else None,
@@ -304,6 +314,7 @@ def _register(ls: EyasServer) -> None:
         ls.cache.forget(uri)
         ls.last_cursor.pop(uri, None)
         ls.answered.discard(uri)
+        ls.stop_generation(uri)
         if (task := ls.inflight.pop(uri, None)) is not None:
             task.cancel()
 
@@ -325,7 +336,7 @@ def _register(ls: EyasServer) -> None:
             types.InlineCompletionItem(
                 insert_text=text, range=at,
                 command=types.Command(title="Eyas: accepted", command=ACCEPT_COMMAND,
-                                      arguments=[params.text_document.uri, len(text)]))
+                                      arguments=[params.text_document.uri, len(text), answer.source]))
             for text in answer.texts])
 
     @ls.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())

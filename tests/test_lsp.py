@@ -247,7 +247,7 @@ async def test_editor_events_count_towards_acceptance(client):
     if result is not None:
         assert result.items[0].command.command == "eyas.accepted"
         item = result.items[0]
-        assert list(item.command.arguments) == ["file:///ws/events.py", len(item.insert_text)]
+        assert list(item.command.arguments) == ["file:///ws/events.py", len(item.insert_text), "engine"]
     client.protocol.notify("eyas/shown", {"uri": "file:///ws/events.py", "length": 12})
     client.protocol.notify("eyas/partialAccept", {"uri": "file:///ws/events.py", "length": 5})
     client.protocol.notify("eyas/shown", {"uri": "file:///ws/events.py", "length": "lots"})
@@ -362,3 +362,28 @@ async def test_the_first_request_in_a_document_builds_a_small_prompt(client):
     await inline(client, uri, line + 1, 4)
     later = (await status(client))["latency_ms"]["last"]
     assert first["prompt_tokens"] <= 256 + 64 + 32 < later["prompt_tokens"]
+
+
+async def test_a_key_that_types_the_running_completion_joins_it(client):
+    """An editor's next key cancels the request in flight, not its generation: a key that types
+    what the generation produces is answered from it (no new engine run); one that types something
+    else starts a new one. Items say where they came from."""
+    text = "def total(xs):\n    result = 0\n    for x in xs:\n        \n"
+    open_doc(client, "file:///ws/join-ref.py", text)
+    reference = await inline(client, "file:///ws/join-ref.py", 3, 8)
+    assert reference is not None and reference.items[0].command.arguments[2] == "engine"
+    first = reference.items[0].insert_text
+    uri = "file:///ws/join.py"
+    open_doc(client, uri, text)
+    started = (await status(client))["generations"]
+    pending = asyncio.ensure_future(inline(client, uri, 3, 8))
+    await wait_for(lambda s: s["generations"] == started + 1, client)
+    change(client, uri, 2, 3, 8, first[0])
+    joined = await inline(client, uri, 3, 9)
+    assert joined.items[0].insert_text == first[1:] and joined.items[0].command.arguments[2] in ("joined", "cache")
+    assert (await status(client))["generations"] == started + 1
+    await asyncio.gather(pending, return_exceptions=True)   # answered, or cancelled by the newer request
+    change(client, uri, 3, 3, 9, "zz")
+    other = await inline(client, uri, 3, 11)
+    assert (await status(client))["generations"] == started + 2
+    assert other is None or other.items[0].command.arguments[2] == "engine"

@@ -10,8 +10,11 @@ from .languages import SPECS
 from .lines import text_lines
 from .snippets import SEPARATOR, Snippet, collect_snippets, recent_snippets
 from .syntax import LineRange, cursor_node_type, header_range, indented_headers, scope_nodes
-from .trees import DocumentTrees, decode
+from .trees import DocumentTrees, SnippetPlan, decode
 from .windows import PrefixBuilder, SuffixBuilder
+
+
+PLAN_LINES = 30   # a cursor this many lines from where the snippets were chosen chooses them again
 
 
 @dataclass
@@ -36,8 +39,12 @@ class CodeContext:
 
 
 def build_context(trees: DocumentTrees, uri: str, cursor: int, count_tokens: Callable[[str], int],
-                  budget: ContextBudget | None = None) -> CodeContext:
-    """Context for a completion at `cursor`, a code-point offset into the document's text."""
+                  budget: ContextBudget | None = None, replan: bool = False) -> CodeContext:
+    """Context for a completion at `cursor`, a code-point offset into the document's text.
+
+    The snippets are chosen once for a place and kept while the cursor stays within PLAN_LINES of
+    it (`trees.snippet_plans`), so typing does not move the prompt's beginning and the engine
+    recomputes only the rows after the cursor; `replan` (a pause) chooses them afresh."""
     document = trees.get(uri)
     if document is None:
         raise ValueError(f"build_context: document {uri!r} is not open")
@@ -68,10 +75,15 @@ def build_context(trees: DocumentTrees, uri: str, cursor: int, count_tokens: Cal
     suffix_bytes = fit(SuffixBuilder(source, offset, root, spec).build, budget.suffix_tokens, meter)
     line_prefix, line_suffix = cursor_line(text, cursor)
     prefix, suffix = decode(prefix_bytes), decode(suffix_bytes)
-    # definitions first; recent edits, views and yanks share what they leave of the budget
-    snippets = collect_snippets(trees, document, offset, meter, budget.snippet_tokens)
-    used = meter.estimate(sum(len(s.text.encode("utf-8", "surrogatepass")) + len(SEPARATOR) for s in snippets))
-    snippets += recent_snippets(trees, prefix, suffix, meter, int(budget.snippet_tokens - used))
+    line = source.count(b"\n", 0, offset)
+    plan = trees.snippet_plans.get(uri)
+    if replan or plan is None or abs(plan.line - line) > PLAN_LINES or plan.budget != budget.snippet_tokens:
+        # definitions first; recent edits, views and yanks share what they leave of the budget
+        snippets = collect_snippets(trees, document, offset, meter, budget.snippet_tokens)
+        used = meter.estimate(sum(len(s.text.encode("utf-8", "surrogatepass")) + len(SEPARATOR) for s in snippets))
+        snippets += recent_snippets(trees, prefix, suffix, meter, int(budget.snippet_tokens - used))
+        plan = trees.snippet_plans[uri] = SnippetPlan(line, budget.snippet_tokens, snippets)
+    snippets = list(plan.snippets)
 
     return CodeContext(
         path=trees.display_path(uri),

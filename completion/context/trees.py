@@ -70,6 +70,12 @@ class ParsedDocument:
         return build_definition_index(self)
 
 
+class SnippetPlan(NamedTuple):
+    line: int                 # the cursor line they were chosen for
+    budget: int               # the snippet budget they were chosen within
+    snippets: list            # [Snippet]
+
+
 class Edit(NamedTuple):
     start_byte: int
     old_end_byte: int
@@ -159,6 +165,8 @@ class DocumentTrees:
         # Where each document's last prefix window started (a byte offset): keeping it while the
         # user types keeps the prompt's prefix stable, so the engine reuses its KV cache.
         self.prefix_anchors: dict[str, int] = {}
+        # The snippets each document's prompt carries, and where they were chosen (extract.py).
+        self.snippet_plans: dict[str, SnippetPlan] = {}
         # Recently edited / viewed / yanked chunks, for the prompt's snippets (see recent.py).
         self.recent = RecentChunks()
 
@@ -201,25 +209,28 @@ class DocumentTrees:
     @contextmanager
     def as_if(self, uri: str, text: str):
         """The document as if its text were `text`, for one synchronous block (a pre-fetch builds
-        the context of a future request this way); the real snapshot and prefix anchor return after."""
+        the context of a future request this way); the real snapshot and its plans return after."""
         with self._lock:
-            real, anchor = self._documents.get(uri), self.prefix_anchors.get(uri)
+            real = self._documents.get(uri)
             if real is None:
                 raise KeyError(f"unknown document {uri}")
+            kept = [(plans, plans.get(uri)) for plans in (self.prefix_anchors, self.snippet_plans)]
             self.update(uri, text, remember=False)
             try:
                 yield self._documents[uri]
             finally:
                 self._documents[uri] = real
-                if anchor is None:
-                    self.prefix_anchors.pop(uri, None)
-                else:
-                    self.prefix_anchors[uri] = anchor
+                for plans, plan in kept:
+                    if plan is None:
+                        plans.pop(uri, None)
+                    else:
+                        plans[uri] = plan
 
     def close(self, uri: str) -> None:
         with self._lock:
             self._documents.pop(uri, None)
             self.prefix_anchors.pop(uri, None)
+            self.snippet_plans.pop(uri, None)
 
     # -- queries ---------------------------------------------------------------------------------
 
