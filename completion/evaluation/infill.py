@@ -8,7 +8,8 @@ the first newline (or a stop token). Metrics over all cases: exact match (traili
 ignored) and edit similarity 1 - Levenshtein(pred, line) / max(len(pred), len(line)).
 
     eyas eval infill [--model NAME|DIR] [--precisions float32,bf16,int8,int4] [--limit N]
-                     [--held-out 15] [--prefix-tokens 256,512,1024] [--draft DIR] [--cross-file N]
+                     [--held-out 15] [--prefix-tokens 256,512,1024] [--suffix-tokens 32,128]
+                     [--draft DIR] [--cross-file N]
                      [--out out/eval/infill.json]
 
 Beside HumanEval, `--held-out N` runs the held-out line probe (completion/evaluation/line_probe.py:
@@ -202,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="held-out probe: N cases per language from real JS / C / Python files (0: skip)")
     ap.add_argument("--prefix-tokens", default="1024",
                     help="held-out probe: comma-separated prefix budgets to sweep (e.g. 256,512,1024)")
+    ap.add_argument("--suffix-tokens", default="",
+                    help="held-out probe: comma-separated suffix budgets to sweep (default: the editor's)")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--k", type=int, default=None, help="speculative tokens per step (default: the drafter's)")
     ap.add_argument("--threads", type=int, default=1)
@@ -217,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
 
     problems = load_humaneval(args.humaneval, args.limit) if args.limit >= 0 else []
     cases = infill_cases(problems)
-    budgets = [int(b) for b in args.prefix_tokens.split(",")]
+    suffixes = [int(b) for b in args.suffix_tokens.split(",")] if args.suffix_tokens else [None]
+    budgets = [(int(p), s) for p in args.prefix_tokens.split(",") for s in suffixes]
     probe = line_probe.probe_cases(args.held_out) if args.held_out else []
     log(f"{len(cases)} HumanEval lines from {len(problems)} problems; {len(probe)} held-out lines; "
         f"budgets {budgets}")
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{engine.info.precision}: HumanEval lines ({mode})")
             records = asyncio.run(humaneval_lines(engine, cases, args.max_tokens, mode))
             row["humaneval"] = {**summarize(records), "records": records}
-        row["held_out"] = [asyncio.run(line_probe.measure(engine, probe, b, args.max_tokens)) for b in budgets] \
+        row["held_out"] = [asyncio.run(line_probe.measure(engine, probe, p, args.max_tokens, s)) for p, s in budgets] \
             if probe else []
         if args.cross_file:
             xcases = crossfile_cases(args.cross_file)
@@ -244,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"model": args.model, "draft": args.draft, "max_tokens": args.max_tokens,
                                "threads": args.threads, "results": results}, indent=1) + "\n")
-    if probe and len(budgets) > 1:
+    if probe and len({p for p, _ in budgets}) > 1 and len(suffixes) == 1:
         write_budget_png(out.with_suffix(".png"), results)
     print(f"wrote {out}")
     return 0
@@ -275,7 +279,7 @@ async def humaneval_lines(engine, cases: list[InfillCase], max_tokens: int, mode
 
 def print_table(results: list[dict]) -> None:
     """One row per precision (and held-out budget): exact match and edit similarity side by side."""
-    print(f"\n{'model':<22}{'precision':<10}{'HumanEval lines EM / ES':>25}{'budget':>8}"
+    print(f"\n{'model':<22}{'precision':<10}{'HumanEval lines EM / ES':>25}{'budget p/s':>10}"
           f"{'held-out EM / ES':>20}{'p50 ms':>9}{'prompt tok':>11}")
     for row in results:
         he = row.get("humaneval")
@@ -286,7 +290,8 @@ def print_table(results: list[dict]) -> None:
             if h is None:
                 print(left)
                 continue
-            print(f"{left}{h['prefix_tokens']:>8}{100 * h['exact_match']:>9.1f}% / {100 * h['edit_similarity']:5.1f}%"
+            budget = f"{h['prefix_tokens']}/{h['suffix_tokens']}"
+            print(f"{left}{budget:>10}{100 * h['exact_match']:>9.1f}% / {100 * h['edit_similarity']:5.1f}%"
                   f"{h['p50_ms']:>9.0f}{h['prompt_tokens_p50']:>11.0f}")
     for row in results:
         if row.get("cross_file"):

@@ -9,8 +9,9 @@ least 2 characters in, at least 4 before its end). The file is opened in the edi
 single-line completions, and the suggestion's first line is compared with the deleted rest:
 exact match (trailing whitespace ignored) and edit similarity, as `eyas eval infill` does.
 
-`measure(engine, cases, prefix_tokens)` runs one budget; `eyas eval infill --held-out N
---prefix-tokens 256,512,1024` sweeps budgets and reports quality beside latency.
+`measure(engine, cases, prefix_tokens, suffix_tokens=...)` runs one budget; `eyas eval infill
+--held-out N --prefix-tokens 256,512,1024 --suffix-tokens 32,128` sweeps budgets and reports quality
+beside latency.
 """
 from __future__ import annotations
 
@@ -84,16 +85,19 @@ def cut_line(path: Path, language: str, rng: random.Random) -> ProbeCase | None:
     return ProbeCase(path, language, text[:start + col] + text[eol:], start + col, line[col:])
 
 
-async def measure(engine, cases: list[ProbeCase], prefix_tokens: int, max_tokens: int = 48) -> dict:
+async def measure(engine, cases: list[ProbeCase], prefix_tokens: int, max_tokens: int = 48,
+                  suffix_tokens: int | None = None) -> dict:
     """EM / ES overall and per language, and latency (p50 / p90 ms of a whole request, prefill ms
-    and prompt tokens), for one prefix budget. Each case is a fresh document: no KV reuse."""
+    and prompt tokens), for one prefix (and suffix) budget. Each case is a fresh document: no KV reuse."""
     from completion.context import ContextBudget, DocumentTrees
     from completion.evaluation.infill import edit_similarity, exact_match, first_line
     from completion.service import Completer, CompletionSettings
 
+    default = CompletionSettings().budget
+    if suffix_tokens is None:
+        suffix_tokens = default.suffix_tokens
     settings = CompletionSettings(max_tokens=max_tokens, budget=ContextBudget(
-        prefix_tokens=prefix_tokens, suffix_tokens=CompletionSettings().budget.suffix_tokens,
-        snippet_tokens=CompletionSettings().budget.snippet_tokens))
+        prefix_tokens=prefix_tokens, suffix_tokens=suffix_tokens, snippet_tokens=default.snippet_tokens))
     records, t0 = [], time.perf_counter()
     for n, c in enumerate(cases):
         trees = DocumentTrees()
@@ -109,16 +113,16 @@ async def measure(engine, cases: list[ProbeCase], prefix_tokens: int, max_tokens
         if (n + 1) % 15 == 0:
             print(f"  prefix {prefix_tokens}: {n + 1}/{len(cases)} ({time.perf_counter() - t0:.0f}s)",
                   file=sys.stderr, flush=True)
-    return summary(records, prefix_tokens)
+    return summary(records, prefix_tokens, suffix_tokens)
 
 
-def summary(records: list[dict], prefix_tokens: int) -> dict:
+def summary(records: list[dict], prefix_tokens: int, suffix_tokens: int) -> dict:
     def rates(rs):
         n = len(rs)
         return {"cases": n, "exact_match": sum(r["exact_match"] for r in rs) / max(n, 1),
                 "edit_similarity": sum(r["edit_similarity"] for r in rs) / max(n, 1)}
     totals = sorted(r["total_ms"] for r in records)
-    return {"prefix_tokens": prefix_tokens, **rates(records),
+    return {"prefix_tokens": prefix_tokens, "suffix_tokens": suffix_tokens, **rates(records),
             "by_language": {lang: rates([r for r in records if r["language"] == lang])
                             for lang in sorted({r["language"] for r in records})},
             "p50_ms": statistics.median(totals) if totals else 0.0,
