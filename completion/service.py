@@ -21,8 +21,10 @@ class CompletionSettings:
     max_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
-    # A short suffix keeps prefix reuse effective: in PSM order every keystroke recomputes it.
-    budget: ContextBudget = field(default_factory=lambda: ContextBudget(prefix_tokens=1024, suffix_tokens=128,
+    # In PSM order every keystroke recomputes the suffix, so it is short: on held-out lines 32
+    # suffix tokens completed as well as 128 (docs/bench-session.md: eyas eval infill --suffix-tokens)
+    # for a quarter of a key's prefill.
+    budget: ContextBudget = field(default_factory=lambda: ContextBudget(prefix_tokens=1024, suffix_tokens=32,
                                                                        snippet_tokens=512))
 
 
@@ -50,6 +52,7 @@ class Request:
     timings_ms: dict[str, float]
     uri: str
     t_start: float
+    cache_key: str            # the engine's KV cache to reuse (GenerationParams.cache_key)
 
 
 class Completer:
@@ -66,11 +69,12 @@ class Completer:
         return await self.run(self.prepare(uri, cursor, repo=repo, multiline_mode=multiline_mode), **overrides)
 
     def prepare(self, uri: str, cursor: int, *, repo: str = "workspace", multiline_mode: str = "auto",
-                budget: ContextBudget | None = None, replan: bool = False) -> Request:
+                budget: ContextBudget | None = None, replan: bool = False, cache_key: str | None = None) -> Request:
         """Context, single/multi-line decision and prompt. Synchronous, so a caller may build it
         from a hypothetical document (`DocumentTrees.as_if`) that no other handler ever sees.
         `budget` replaces the settings' context budget for this request; `replan` chooses the
-        snippets afresh (a pause: build_context keeps them while the user types nearby)."""
+        snippets afresh (a pause: build_context keeps them while the user types nearby);
+        `cache_key` names the engine's KV cache to reuse (default: the document's)."""
         t_start = t0 = time.perf_counter()
         doc = self.trees.get(uri)
         if doc is None:
@@ -92,7 +96,8 @@ class Completer:
         prompt = self.prompts.build(repo=repo, path=ctx.path, prefix=site.prefix, suffix=site.suffix,
                                     snippets=[FileSnippet(sn.path, lf(sn.text)) for sn in ctx.snippets])
         timings["prompt"] = _ms_since(t0)
-        return Request(site, prompt.ids, tuple(prompt.stop_ids), multiline, crlf, timings, uri, t_start)
+        return Request(site, prompt.ids, tuple(prompt.stop_ids), multiline, crlf, timings, uri, t_start,
+                       cache_key or uri)
 
     def start(self, request: Request, **overrides) -> "Generation":
         """Run `request` on a task of its own, readable while it streams (see Generation)."""
@@ -104,7 +109,7 @@ class Completer:
         s, site, multiline = self.settings, request.site, request.multiline
         timings = dict(request.timings_ms)
         params = dict(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
-                      stop_ids=request.stop_ids, cache_key=request.uri)
+                      stop_ids=request.stop_ids, cache_key=request.cache_key)
         params.update(overrides)
         raw, stats, ended_block = "", Stats(prompt_tokens=len(request.prompt_ids)), False
         async with aclosing(self.engine.generate(request.prompt_ids, GenerationParams(**params))) as stream:

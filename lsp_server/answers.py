@@ -22,11 +22,11 @@ of the next prompt (repo snippets, file header, the text above the cursor) befor
 pause is also where the prompt's snippets are chosen again (`replan`); while the user types they
 stay put, so a key recomputes only the cursor line and the suffix.
 
-The first request in a document builds a small prompt (QUICK_BUDGET): a cold 1k-token prefill
-costs ~1.1-1.5 s on 2 cores, a 256-token one ~0.3 s, so typing at once in a file just opened
-shows a suggestion in about a second. Later requests build the full prompt. (Small prompts until a
-full one had been prefilled in the background cut the accepted share of typed text from 47% to
-34% in `eyas bench session`: while typing, pre-fetches rarely finish.)
+A document builds small prompts (QUICK_BUDGET) until its full prompt is in the engine's cache (a
+warm-up or a full generation ended): a cold 1k-token prefill costs ~1.1-2.5 s on 2 cores, longer
+than a typist's pause, a 300-token one ~0.3-0.6 s, so typing at once in a file just opened shows
+suggestions. The small prompts keep their KV apart from the full one's, which the warm-up builds
+in pauses, chunk by chunk across them.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ CANDIDATE_TEMPERATURE = 0.8  # the extra candidates are sampled: greedy would re
 WARM_AFTER_S = 0.5           # idle time before a KV warm-up starts (typing keeps cancelling it)
 # a cold document's prompt: 256 prefix tokens kept 18.3% exact match against 21.7% at 1,024
 # (docs/qwen2.5-coder-0.5b.md, context budget) for about a third of the prefill
-QUICK_BUDGET = ContextBudget(prefix_tokens=256, suffix_tokens=64, snippet_tokens=0)
+QUICK_BUDGET = ContextBudget(prefix_tokens=256, suffix_tokens=32, snippet_tokens=0)
 
 
 @dataclass
@@ -148,9 +148,7 @@ async def _from_generation(ls, uri: str, text: str, cursor: int, language_id: st
     ls.stop_generation(uri)
     completer = await ls.ready_completer()
     ls.stop_generation(uri)   # loading may have let another request start one
-    quick = uri not in ls.answered
-    ls.answered.add(uri)
-    request = _prepare(ls, completer, uri, cursor, language_id, quick=quick)
+    request = _prepare(ls, completer, uri, cursor, language_id, quick=uri not in ls.warm_documents)
     running = ls.running[uri] = Running(completer.start(request, **_speculation(ls.config)), text, cursor)
     running.generation.task.add_done_callback(lambda task: _finished(ls, uri, running, language_id))
     ls.generations += 1
@@ -164,6 +162,8 @@ def _finished(ls, uri: str, running: Running, language_id: str) -> None:
         return
     done = task.result()
     ls.served += 1
+    if running.generation.request.cache_key == uri:   # a full prompt is in the engine's cache now
+        ls.warm_documents.add(uri)
     ls.cache.put(uri, running.text, running.cursor, done.text)
     if ls.running.get(uri) is running:   # the latest: nothing newer has been asked here
         prefetch(ls, uri, running.text, running.cursor, done.text, language_id)
@@ -175,8 +175,7 @@ async def _candidates(ls, uri: str, cursor: int, language_id: str, candidates: i
     completer = await ls.ready_completer()
     cfg = ls.config
     extra = _speculation(cfg)
-    request = _prepare(ls, completer, uri, cursor, language_id, quick=uri not in ls.answered)
-    ls.answered.add(uri)
+    request = _prepare(ls, completer, uri, cursor, language_id, quick=uri not in ls.warm_documents)
     texts: list[str] = []
     for i in range(candidates):
         if i:   # the first is the usual (greedy) answer; the others are seeded samples
@@ -253,11 +252,15 @@ async def _warm(ls, uri: str) -> None:
         log.info("warm-up dropped: %s", exc)
         return
     ls.warmed += 1
+    ls.warm_documents.add(uri)
 
 
 def _prepare(ls, completer, uri: str, cursor: int, language_id: str, quick: bool = False, replan: bool = False):
+    """The request at `cursor`; a quick one (small prompt) keeps its KV apart from the document's
+    full prompts, so the two do not crop each other's cache while the warm-up catches up."""
     return completer.prepare(uri, cursor, repo=ls.repo, multiline_mode=ls.config.multiline_for(language_id),
-                             budget=QUICK_BUDGET if quick else None, replan=replan)
+                             budget=QUICK_BUDGET if quick else None, replan=replan,
+                             cache_key=f"{uri}#quick" if quick else None)
 
 
 def _speculation(cfg) -> dict:

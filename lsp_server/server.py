@@ -74,7 +74,7 @@ class EyasServer(LanguageServer):
         self.prefetched = self.warmed = 0
         self.adapter: IdleAdapter | None = None        # the `adapt: idle` run, if one was started
         self.last_cursor: dict[str, int] = {}          # per document: where completions were last asked
-        self.answered: set[str] = set()                # documents the engine has answered since open
+        self.warm_documents: set[str] = set()          # documents whose full prompt the engine has cached
 
     # -- model ---------------------------------------------------------------------------------
     def start_loading(self) -> None:
@@ -313,7 +313,7 @@ def _register(ls: EyasServer) -> None:
         ls.line_indexes.pop(uri, None)
         ls.cache.forget(uri)
         ls.last_cursor.pop(uri, None)
-        ls.answered.discard(uri)
+        ls.warm_documents.discard(uri)
         ls.stop_generation(uri)
         if (task := ls.inflight.pop(uri, None)) is not None:
             task.cancel()
