@@ -5,6 +5,7 @@ Shared by the LSP server and `eyas complete`, so both surfaces give the same ans
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -169,8 +170,11 @@ class Generation:
     def cancel(self) -> None:
         self.task.cancel()
 
-    async def suggestion(self, typed: str) -> str | None:
-        """The text to show after `typed` (document text, its own line ends), "" for nothing."""
+    async def suggestion(self, typed: str, deadline: float | None = None) -> str | None:
+        """The text to show after `typed` (document text, its own line ends), "" for nothing. Past
+        `deadline` (a time.monotonic() instant) the line so far is shown if it has a word in it
+        (a first-answer budget, as llama.vim's): the generation goes on, and typing or accepting
+        the part shown joins it or meets it in the cache."""
         crlf, site = self.request.crlf, self.request.site
         lf_typed = typed.replace("\r\n", "\n") if crlf else typed
         while True:
@@ -181,25 +185,42 @@ class Generation:
                     return text
                 rest = text[len(typed):]
                 return rest if text.startswith(typed) and rest.strip() else None
-            line = next_line(self.raw, lf_typed, site, self.request.multiline)
+            late = deadline is not None and time.monotonic() >= deadline
+            line = next_line(self.raw, lf_typed, site, self.request.multiline, partial=late)
             if line is None:
                 return None
             if line:
                 return line.replace("\n", "\r\n") if crlf else line
-            await self._changed.wait()
+            if deadline is None or late:
+                await self._changed.wait()
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
 
 
-def next_line(raw: str, typed: str, site: CompletionSite, multiline: bool) -> str | None:
+def next_line(raw: str, typed: str, site: CompletionSite, multiline: bool, partial: bool = False) -> str | None:
     """From the model's unfinished text: the rest of the next complete line after `typed` ("\n"
     line ends), "" while that line is still being written, None once the text has left `typed`.
-    Only a multi-line request shows a line before the end: a single-line one ends at its newline."""
+    Only a multi-line request shows a line before the end (a single-line one ends at its newline),
+    unless `partial`: then the line so far, up to its last whole word."""
     visible = drop_retyped_indent(raw, site, multiline)   # the one rule that changes how text begins
     if not visible.startswith(typed):
         return "" if typed.startswith(visible) else None
     rest = visible[len(typed):]
     start = len(rest) - len(rest.lstrip())
     end = rest.find("\n", start)
-    if not multiline or start == len(rest) or end < 0:
+    if partial and start < len(rest) and (end < 0 or not multiline):
+        end = _last_word_end(rest, start, len(rest) if end < 0 else end)
+    if (not multiline and not partial) or start == len(rest) or end <= start:
         return ""
     shown = postprocess(raw[:len(raw) - len(rest) + end], site, multiline)
     return shown[len(typed):] if shown.startswith(typed) and shown[len(typed):].strip() else ""
+
+
+def _last_word_end(text: str, start: int, end: int) -> int:
+    """Where the last whole word of text[start:end] ends (a word still being written is left
+    out: the model may not have finished it), or `start` when there is none."""
+    cut = end
+    while cut > start and (text[cut - 1].isalnum() or text[cut - 1] == "_"):
+        cut -= 1
+    return cut

@@ -70,3 +70,25 @@ def test_a_request_joins_with_what_it_typed(completer):
         return whole, joined, left
     whole, joined, left = asyncio.run(go())
     assert joined == whole.text.split("\n")[0][3:] and left is None
+
+
+@pytest.mark.parametrize("raw, typed, multiline, expected", [
+    ("result = compute(x", "", False, "result = compute("),   # a word still being written is left out
+    ("result = comp", "", False, "result ="),
+    ("resu", "", False, ""),                                 # no whole word yet
+    ("result = 0\n    for x in", "result = 0", True, "\n    for x"),
+])
+def test_next_line_past_the_first_answer_budget(raw, typed, multiline, expected):
+    assert next_line(raw, typed, BLOCK, multiline, partial=True) == expected
+
+
+def test_past_its_deadline_a_generation_shows_the_line_so_far(completer):
+    import time
+
+    async def go():
+        generation = completer.start(completer.prepare("file:///g.py", CURSOR), max_tokens=48)
+        early = await generation.suggestion("", deadline=time.monotonic())
+        await generation.task
+        return early, generation.result.text
+    early, whole = asyncio.run(go())
+    assert early and whole.startswith(early)

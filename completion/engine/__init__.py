@@ -5,13 +5,15 @@ __all__ = ["Chunk", "Engine", "EngineInfo", "GenerationParams", "Stats", "load_e
 
 
 def default_threads() -> int:
-    """Torch threads for the engine: EYAS_THREADS, else all cores but one. The spare core keeps
-    the editor and the server's event loop responsive, and small decode steps on an oversubscribed
-    machine are dominated by threads waiting for each other."""
+    """Torch threads for the engine: EYAS_THREADS, else every core of a small machine (up to 4)
+    and all but one of a larger one. A key's answer is a short burst of prefill that two cores
+    finish in about half the time of one (docs/bench-session.md); on a larger machine the spare
+    core keeps the editor and the event loop responsive."""
     import os
     if os.environ.get("EYAS_THREADS"):
         return max(1, int(os.environ["EYAS_THREADS"]))
-    return max(1, (os.cpu_count() or 2) - 1)
+    cores = os.cpu_count() or 2
+    return cores if cores <= 4 else cores - 1
 
 
 ENGINE_KINDS = ("torch", "daemon", "vllm", "openai")
