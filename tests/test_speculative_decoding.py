@@ -217,3 +217,32 @@ def test_stats_and_k_limits(pair):
     with pytest.raises(ValueError, match="needs a drafter"):
         asyncio.run(collect(TorchEngine(pair["target"], None, EngineInfo("torch", "t", "cpu")), [1, 2],
                             mode="peagle"))
+
+
+def test_rows_a_request_leaves_behind_are_reused(pair):
+    """A cancelled prefill keeps the chunks it finished, and a request that ends before its
+    drafter ran keeps its rows too: the target's states the drafter has not consumed stay on the
+    drafter's cache, so the next request reuses those rows (exactly: its output is still plain)."""
+    from completion.engine.target import PREFILL_CHUNK, PrefillStopped
+    from completion.speculative import SpeculativeDecoder
+
+    if pair["impl"] != "lean":
+        pytest.skip("the Hugging Face runner stops only between chunks; the lean one is what serves")
+    target, drafter = pair["target"], pair["drafter"]
+    prompt = (pair["prompts"][2] * (PREFILL_CHUNK // len(pair["prompts"][2]) + 2))[:PREFILL_CHUNK + 40]
+    runner = new_runner(target, "lean")
+
+    def request():
+        return SpeculativeDecoder(runner, drafter, GenerationParams(num_speculative_tokens=4), Stats(), None,
+                                  lookup=True)
+    with pytest.raises(PrefillStopped):   # a key came after the first chunk
+        request().prefill(prompt, should_stop=lambda: len(runner.ids) >= PREFILL_CHUNK)
+    longer = prompt + [500, 501]
+    second = request()
+    second.prefill(longer)
+    assert second.stats.reused_tokens == PREFILL_CHUNK
+    assert second.step()   # the first token comes from the prefill: the drafter has not run
+    third = request()
+    out = decode(third, longer + [502])
+    assert third.stats.reused_tokens == len(longer)
+    assert out == decode(PlainDecoder(TargetRunner(target), GenerationParams(), Stats(), None), longer + [502])

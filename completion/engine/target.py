@@ -21,11 +21,12 @@ class PrefillStopped(Exception):
     """A prefill given up because its request was cancelled."""
 
 
-def prefill(runner, new_ids: list[int], hidden_layers: tuple[int, ...] = (), should_stop=None):
+def prefill(runner, new_ids: list[int], hidden_layers: tuple[int, ...] = (), should_stop=None, on_chunk=None):
     """runner.forward over `new_ids` in chunks, asking `should_stop()` between them (and the
     runner between its layers, where it can), so a cancelled request (a pre-fetch that a keystroke
     supersedes) frees the model within a chunk instead of after the whole prompt. The cache stays
-    consistent: `ids` lists what was computed.
+    consistent: `ids` lists what was computed, and `on_chunk(hidden)` sees each finished chunk's
+    hidden states (with `hidden_layers`).
     Returns (the last position's logits [V], hidden states of every position or None)."""
     hidden = []
     for start in range(0, len(new_ids), PREFILL_CHUNK):
@@ -38,6 +39,8 @@ def prefill(runner, new_ids: list[int], hidden_layers: tuple[int, ...] = (), sho
                                    logits_to_keep=1 if last else None, should_stop=should_stop)
         if h is not None:
             hidden.append(h)
+            if on_chunk is not None:
+                on_chunk(h)
     return logits[-1], (torch.cat(hidden) if hidden else None)
 
 

@@ -7,6 +7,11 @@ that the next forward overwrites, so "never keeping" them costs nothing.
 
 Row p of the drafter pairs the token at p+1 with the target's hidden state at p (the EAGLE
 shift), so the committed rows depend on `ids[: length + 1]`.
+
+The target's states for the rows past `length` that the drafter has not consumed yet (`pending`,
+computed from `pending_ids`) are kept here too: a request that ends, or is cancelled, before its
+drafter ran leaves them for the next one, which then reuses the target's rows they belong to
+instead of recomputing them.
 """
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ class DraftCache:
         self.capacity = 0
         self.length = 0                # committed rows
         self.ids: list[int] = []       # tokens 0..length the committed rows were computed from
+        self.pending: torch.Tensor | None = None   # target states for positions length.. [P, 3Ht]
+        self.pending_ids: list[int] = []           # tokens 0..length+P-1 they were computed from
 
     def reserve(self, end: int) -> None:
         """Make room for absolute positions [0, end)."""
@@ -64,3 +71,22 @@ class DraftCache:
         if not self.length:
             return 0
         return min(self.length, max(0, common_prefix_len(self.ids, prompt_ids) - 1))
+
+    def keep(self, prompt_ids: list[int], target_rows: int) -> tuple[int, torch.Tensor | None]:
+        """For a new prompt whose first `target_rows` positions the target still holds: how many
+        positions both caches keep, and the pending states of those past `length`. Crops the
+        committed rows to that."""
+        rows = self.valid_rows(prompt_ids)
+        if rows == self.length and self.pending is not None:   # the pending states follow on
+            same = common_prefix_len(self.pending_ids, prompt_ids) - self.length
+            rows += max(0, min(len(self.pending), same))
+        keep = min(rows, target_rows)
+        self.crop(keep)
+        pending = self.pending[: keep - self.length] if keep > self.length else None
+        self.set_pending(pending, prompt_ids)
+        return keep, pending
+
+    def set_pending(self, states: torch.Tensor | None, ids: list[int]) -> None:
+        """The target's states for positions length.., computed from `ids`."""
+        self.pending = states
+        self.pending_ids = list(ids[: self.length + (0 if states is None else len(states))])

@@ -58,12 +58,20 @@ class SpeculativeDecoder:
 
     def prefill(self, prompt_ids: list[int], should_stop=None) -> None:
         runner, cache = self.runner, self.cache
-        # both caches keep the same prefix: a drafter row needs the target state at its position
-        keep = min(common_prefix_len(runner.ids, prompt_ids), cache.valid_rows(prompt_ids), len(prompt_ids) - 1)
+        # both caches keep the same prefix: a drafter row needs the target state at its position,
+        # from its own KV or from the states an earlier request left pending
+        target_rows = min(common_prefix_len(runner.ids, prompt_ids), len(prompt_ids) - 1)
+        keep, self.pending_aux = cache.keep(prompt_ids, target_rows)
         runner.crop(keep)
-        cache.crop(keep)
         self.stats.reused_tokens = keep
-        self.first_logits, self.pending_aux = prefill(runner, prompt_ids[keep:], self.aux_layers, should_stop)
+        self.first_logits, _ = prefill(runner, prompt_ids[keep:], self.aux_layers, should_stop,
+                                       on_chunk=self._pend)
+
+    def _pend(self, states: torch.Tensor) -> None:
+        """Target states the drafter has not consumed yet, kept on its cache as they come (a
+        cancelled prefill leaves the chunks it finished)."""
+        self.pending_aux = states if self.pending_aux is None else torch.cat([self.pending_aux, states])
+        self.cache.set_pending(self.pending_aux, self.runner.ids)
 
     def step(self) -> list[int]:
         params, stats, runner = self.params, self.stats, self.runner
@@ -92,7 +100,9 @@ class SpeculativeDecoder:
         a = verdict.num_accepted
         runner.crop(base + 1 + a)     # keep the bonus and the accepted drafts
         # the drafter consumed the pending rows, unless it did not run
-        self.pending_aux = torch.cat([self.pending_aux, aux[: a + 1]]) if copied else aux[: a + 1]
+        if not copied:
+            self.pending_aux = None
+        self._pend(aux[: a + 1])
         self.bonus = verdict.next_token
         t2 = time.perf_counter()
 
