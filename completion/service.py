@@ -54,6 +54,7 @@ class Request:
     uri: str
     t_start: float
     cache_key: str            # the engine's KV cache to reuse (GenerationParams.cache_key)
+    stable_tokens: int        # prompt ids before the cursor line's (GenerationParams.keep_prefill)
 
 
 class Completer:
@@ -98,7 +99,7 @@ class Completer:
                                     snippets=[FileSnippet(sn.path, lf(sn.text)) for sn in ctx.snippets])
         timings["prompt"] = _ms_since(t0)
         return Request(site, prompt.ids, tuple(prompt.stop_ids), multiline, crlf, timings, uri, t_start,
-                       cache_key or uri)
+                       cache_key or uri, prompt.num_stable_tokens)
 
     def start(self, request: Request, **overrides) -> "Generation":
         """Run `request` on a task of its own, readable while it streams (see Generation)."""

@@ -149,11 +149,12 @@ async def _from_generation(ls, uri: str, text: str, cursor: int, language_id: st
             rest = await running.generation.suggestion(typed, deadline)
             if rest is not None:
                 return rest, "joined", running
-    ls.stop_generation(uri)
     completer = await ls.ready_completer()
-    ls.stop_generation(uri)   # loading may have let another request start one
+    for other in list(ls.running):   # one typist: what runs for any document is superseded
+        ls.stop_generation(other)
     request = _prepare(ls, completer, uri, cursor, language_id, quick=uri not in ls.warm_documents)
-    running = ls.running[uri] = Running(completer.start(request, **_speculation(ls.config)), text, cursor)
+    generation = completer.start(request, keep_prefill=request.stable_tokens, **_speculation(ls.config))
+    running = ls.running[uri] = Running(generation, text, cursor)
     running.generation.task.add_done_callback(lambda task: _finished(ls, uri, running, language_id))
     ls.generations += 1
     return await running.generation.suggestion("", deadline), "engine", running

@@ -186,3 +186,21 @@ def test_prefill_in_chunks_equals_one_pass_and_stops_where_asked(engine):
     last, _ = prefill(chunked, ids[chunked.reuse_prefix(ids):])
     assert chunked.ids == ids
     assert torch.allclose(last, reference[-1], atol=1e-4)
+
+
+def test_a_stop_does_not_cut_into_the_rows_to_finish(engine):
+    """`finish` rows are computed even when a stop is asked from the start (the rows the next
+    request of the document reuses), and the prefill stops right after them; those rows give the
+    same logits as an uninterrupted prefill."""
+    from completion.engine.target import PREFILL_CHUNK, PrefillStopped, prefill
+    from completion.engine.torch_engine import new_runner
+
+    ids = [int(t) for t in torch.randint(0, 1000, (PREFILL_CHUNK + 90,))]
+    finish = PREFILL_CHUNK + 30
+    runner = new_runner(engine.model, engine.impl)
+    with pytest.raises(PrefillStopped):
+        prefill(runner, ids, should_stop=lambda: True, finish=finish)
+    assert runner.ids == ids[:finish]
+    last, _ = prefill(runner, ids[finish:])
+    reference, _ = new_runner(engine.model, engine.impl).forward(ids, logits_to_keep=1)
+    assert torch.allclose(last, reference[-1], atol=1e-4)

@@ -56,3 +56,17 @@ def test_a_tokenizer_without_fim_tokens_is_refused():
     raw.pre_tokenizer = pre_tokenizers.ByteLevel()
     with pytest.raises(ValueError, match="fim_prefix"):
         PromptBuilder(PreTrainedTokenizerFast(tokenizer_object=raw))
+
+
+@pytest.mark.parametrize("line", ["", "    ret", "    return x +", "    x = '\\n'"])
+def test_the_stable_part_ends_where_the_cursor_line_begins(builder, line):
+    """Typing on the cursor line changes no id before `num_stable_tokens`, and every id of the
+    lines above is in it (the engine keeps a cancelled request's prefill up to there)."""
+    above = "import os\n\n\ndef f(x):\n"
+    build = lambda cursor_line: builder.build(repo="r", path="a.py", prefix=above + cursor_line,   # noqa: E731
+                                              suffix="\n\nprint(f(1))\n", snippets=[FileSnippet("b.py", "y = 2")])
+    prompt, other = build(line), build(line + "z")
+    stable = prompt.num_stable_tokens
+    assert prompt.ids[:stable] == other.ids[:stable]
+    head = prompt.ids.index(builder.token_id["<|fim_prefix|>"]) + 1
+    assert prompt.ids[head:stable] == builder.encode_text(above)

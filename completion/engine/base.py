@@ -25,6 +25,10 @@ class GenerationParams:
     # from the context where it repeats itself, else P-EAGLE's. "eagle3": the drafter run K times.
     mode: str = "auto"
     num_speculative_tokens: int | None = None   # K; None = the drafter's default
+    # Prompt tokens a cancel does not cut into: the rows the document's next request reuses (all
+    # before the cursor line), so typing that keeps cancelling requests still makes progress on a
+    # cold prompt. 0 for background work, which yields at once.
+    keep_prefill: int = 0
 
     def __post_init__(self):
         if self.max_tokens < 0:

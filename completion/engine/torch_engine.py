@@ -70,7 +70,8 @@ class PlainDecoder:
     def prefill(self, prompt_ids: list[int], should_stop=None) -> None:
         reused = self.runner.reuse_prefix(prompt_ids)
         self.stats.reused_tokens = reused
-        self.next_logits, _ = prefill(self.runner, prompt_ids[reused:], should_stop=should_stop)
+        self.next_logits, _ = prefill(self.runner, prompt_ids[reused:], should_stop=should_stop,
+                                      finish=self.params.keep_prefill - reused)
 
     def step(self) -> list[int]:
         if self.next_logits is None:   # the previous token's KV is computed lazily, when needed
@@ -290,6 +291,8 @@ def decode(decoder: Decoder, prompt_ids: list[int], params: GenerationParams, st
     the model thread never waits for the event loop between steps. `stats` counts are updated here; the finish
     reason is left to the event loop's side, the only one that knows of a cancel in time."""
     try:
+        if cancelled.is_set():   # superseded before it started: a newer request computes what it needs
+            return
         t0 = time.perf_counter()
         try:
             decoder.prefill(prompt_ids, cancelled.is_set)

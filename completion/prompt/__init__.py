@@ -11,6 +11,7 @@ control token (Qwen marks its FIM tokens `special: false`, so the usual switches
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Sequence
@@ -35,6 +36,8 @@ class Prompt:
     num_prefix_tokens: int = 0
     num_suffix_tokens: int = 0
     stop_ids: list[int] = field(default_factory=list)
+    # ids before the cursor line's: what typing on that line leaves unchanged
+    num_stable_tokens: int = 0
 
 
 class PromptBuilder:
@@ -82,5 +85,7 @@ class PromptBuilder:
         num_snippet_tokens = len(ids)
         ids += [t[FILE_SEP], *self._encode_cached(f"{path}\n")]
         prefix_ids, suffix_ids = self._encode_cached(prefix), self._encode_cached(suffix)
+        above = prefix[:prefix.rfind("\n") + 1]   # the lines above the cursor line
+        stable = len(ids) + 1 + len(os.path.commonprefix([prefix_ids, self._encode_cached(above)]))
         ids += [t[FIM_PREFIX], *prefix_ids, t[FIM_SUFFIX], *suffix_ids, t[FIM_MIDDLE]]
-        return Prompt(ids, num_snippet_tokens, len(prefix_ids), len(suffix_ids), list(self.stop_ids))
+        return Prompt(ids, num_snippet_tokens, len(prefix_ids), len(suffix_ids), list(self.stop_ids), stable)

@@ -65,7 +65,7 @@ class SpeculativeDecoder:
         runner.crop(keep)
         self.stats.reused_tokens = keep
         self.first_logits, _ = prefill(runner, prompt_ids[keep:], self.aux_layers, should_stop,
-                                       on_chunk=self._pend)
+                                       on_chunk=self._pend, finish=self.params.keep_prefill - keep)
 
     def _pend(self, states: torch.Tensor) -> None:
         """Target states the drafter has not consumed yet, kept on its cache as they come (a
