@@ -6,7 +6,7 @@
     eyas bench latency|spec|engines|engine ...  benchmarks (tables + JSON + PNG): LSP latency,
                                                 speculative modes, decode engines side by side
                                                 (llama.cpp, vLLM, HF), the engine daemon under load
-    eyas bench session ...                      typing sessions replayed: cache + pre-fetch before/after
+    eyas bench session ...                      typing replayed by a typist who does not wait for answers
     eyas bench floor ...                        the lean decode step against the memory-bandwidth floor
     eyas eval acceptance|infill ...             model quality on HumanEval
     eyas stats [--db PATH] [--json]             acceptance and latency from the local telemetry

@@ -236,7 +236,7 @@ class BenchClient:
         did not serve it: timed out, disabled, or failed). `served`: the server's count before
         this request, when known (saves a status round trip right before the timed request)."""
         if served is None:
-            served = (await self.status())["served"]
+            served = (await self.status())["generations"]
         t0 = time.perf_counter()
         error = None
         try:
@@ -247,10 +247,10 @@ class BenchClient:
             result, error = None, f"{type(exc).__name__}: {exc}"
         e2e = (time.perf_counter() - t0) * 1e3
         st = await self.status()
-        stages = st["latency_ms"]["last"] if st["served"] > served else None
+        stages = st["latency_ms"]["last"] if st["generations"] > served else None
         text = result.items[0].insert_text if result is not None and result.items else ""
         return {"e2e": round(e2e, 3), "stages": stages, "chars": len(text if isinstance(text, str) else ""),
-                "error": error, "served": st["served"]}
+                "error": error, "served": st["generations"]}
 
     async def stop(self) -> None:
         try:
@@ -277,7 +277,7 @@ def _record(r: dict, f: SourceFile, pos: t.Position) -> dict:
     s = r["stages"] or {}
     row = {"file": str(f.path), "language": f.language, "line": pos.line, "character": pos.character,
            "e2e": r["e2e"], "served": bool(r["stages"]), "chars": r["chars"]}
-    for key in (*STAGES, "total", "handler", "tokens", "reused_tokens", "acceptance_length"):
+    for key in (*STAGES, "total", "tokens", "reused_tokens", "acceptance_length"):
         row[key] = s.get(key)
     if r["error"]:
         row["error"] = r["error"]
@@ -372,9 +372,9 @@ def summary_rows(rows: list[dict]) -> dict[str, dict]:
     out = {stage: summarize(r[stage] for r in served) for stage in STAGES}
     out["context+prompt"] = summarize(r["context"] + r["prompt"] for r in served)
     out["server total"] = summarize(r["total"] for r in served)
-    out["handler"] = summarize(r["handler"] for r in served)
     out["end-to-end"] = summarize(r["e2e"] for r in rows)
-    out["lsp overhead"] = summarize(r["e2e"] - r["handler"] for r in served)   # JSON-RPC, doc sync, loop
+    # the server's total is its handler's time, request in to answer out: the rest is JSON-RPC and doc sync
+    out["lsp overhead"] = summarize(r["e2e"] - r["total"] for r in served)
     out["tokens (count)"] = summarize(r["tokens"] for r in served)
     out["reused tok (count)"] = summarize(r["reused_tokens"] for r in served)
     return out
@@ -434,7 +434,7 @@ def machine_info() -> dict:
 # -- the PNG: a latency CDF, matplotlib when present, else a few pixels of our own ----------------
 SERIES_COLORS = {"end-to-end": (20, 20, 20), "server total": (90, 90, 220), "prefill": (230, 130, 20),
                  "decode": (40, 160, 60), "context+prompt": (200, 40, 160),
-                 "before": (200, 60, 40), "after": (40, 110, 200)}   # eyas bench session
+                 "live (Kaplan-Meier)": (40, 110, 200), "waiting typist": (200, 60, 40)}   # eyas bench session
 
 
 def write_png(path: Path, rows: list[dict]) -> None:
@@ -504,12 +504,16 @@ class Canvas:
                          + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
-def _cdf_png(path: Path, series: dict[str, list[float]]) -> None:
+def _cdf_png(path: Path, series: dict[str, list]) -> None:
+    """Step CDFs on a log axis: each series is sorted samples, or (x, fraction) points of a curve
+    that need not reach 1 (eyas bench session's Kaplan-Meier estimate)."""
     import math
+    series = {name: [(max(v, 1e-3), (i + 1) / len(xs)) for i, v in enumerate(xs)] if not isinstance(xs[0], (list, tuple))
+              else [(max(v, 1e-3), q) for v, q in xs] for name, xs in series.items()}
     c = Canvas(760, 420)
     left, right, top, bottom = 70, 740, 40, 370
-    lo = math.floor(math.log10(min(v[0] for v in series.values())))
-    hi = max(math.ceil(math.log10(max(v[-1] for v in series.values()))), lo + 1)
+    lo = math.floor(math.log10(min(v[0][0] for v in series.values())))
+    hi = max(math.ceil(math.log10(max(v[-1][0] for v in series.values()))), lo + 1)
     x_of = lambda v: round(left + (math.log10(v) - lo) / (hi - lo) * (right - left))
     y_of = lambda q: round(bottom - q * (bottom - top))
     c.text(left, 12, "EYAS LATENCY CDF  (MS, LOG SCALE)")
@@ -524,9 +528,9 @@ def _cdf_png(path: Path, series: dict[str, list[float]]) -> None:
     c.line(left, top, left, bottom, (0, 0, 0))
     for n, (name, xs) in enumerate(series.items()):
         rgb = SERIES_COLORS[name]
-        prev = (x_of(xs[0]), y_of(0))
-        for i, v in enumerate(xs):   # a step curve
-            x, y = x_of(v), y_of((i + 1) / len(xs))
+        prev = (x_of(xs[0][0]), y_of(0))
+        for v, q in xs:   # a step curve
+            x, y = x_of(v), y_of(q)
             c.line(prev[0], prev[1], x, prev[1], rgb, 2)
             c.line(x, prev[1], x, y, rgb, 2)
             prev = (x, y)

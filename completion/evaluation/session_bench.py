@@ -130,22 +130,26 @@ def rhythm(text: str, rng: random.Random) -> list[tuple[str, float]]:
     return out
 
 
-def km_quantile(samples: list[tuple[float, bool]], q: float) -> float | None:
-    """The q-quantile (0 < q < 1) of latencies where (ms, False) only says "longer than ms" (a
-    request cancelled before its answer). Kaplan-Meier: the survival P(latency > x) drops by
-    events / at-risk at each observed time, a censored sample leaving the risk set after its time;
-    the quantile is the first observed time where survival <= 1 - q. Without censoring that is the
-    ordinary (inverse-CDF) quantile. None when survival never gets that low."""
-    survival, at_risk = 1.0, len(samples)
+def km_curve(samples: list[tuple[float, bool]]) -> list[tuple[float, float]]:
+    """The latency CDF where (ms, False) only says "longer than ms" (a request cancelled before its
+    answer), as (ms, fraction answered by then) at each observed time. Kaplan-Meier: the survival
+    P(latency > x) drops by events / at-risk at each observed time, a censored sample leaving the
+    risk set after its time. Without censoring it is the ordinary empirical CDF."""
+    survival, at_risk, curve = 1.0, len(samples), []
     for ms, group in itertools.groupby(sorted(samples), key=lambda s: s[0]):
         group = list(group)
         events = sum(observed for _, observed in group)
         if events:
             survival *= 1 - events / at_risk
-            if survival <= 1 - q + 1e-9:
-                return ms
+            curve.append((ms, 1 - survival))
         at_risk -= len(group)
-    return None
+    return curve
+
+
+def km_quantile(samples: list[tuple[float, bool]], q: float) -> float | None:
+    """The q-quantile (0 < q < 1) of `km_curve`: the first observed time by which a share q is
+    answered; None when the curve never gets that high."""
+    return next((ms for ms, done in km_curve(samples) if done >= q - 1e-9), None)
 
 
 def repeats_suffix(suggestion: str, after: str) -> bool:
@@ -375,6 +379,7 @@ def figures(typists: list[Typist], before: dict, after: dict) -> dict:
         "fresh_longest_ms": max((ms for ms, _ in fresh), default=None),   # where the KM curve ends
         "fresh_observed_p50_ms": percentile(observed, 50), "fresh_observed_p90_ms": percentile(observed, 90),
         "fresh_observed_ms": observed,
+        "fresh_curve": [(round(ms, 1), round(done, 4)) for ms, done in km_curve(fresh)],
         "sources": dict.fromkeys(("cache", "engine", "joined", "empty"), 0) | Counter(r.source for r in answered),
         "cancelled": sum(r.cancelled is not None for r in reqs),
         "errors": sum(r.error is not None for r in answered),   # counted as "empty" above
@@ -533,9 +538,11 @@ def main(argv: list[str] | None = None) -> int:
     print(format_summary(live["telemetry"]) if live["telemetry"] else "(none)")
     args.out.write_text(json.dumps(result, indent=1))
     png = args.out.with_suffix(".png")
-    if live["fresh_observed_ms"]:   # the curve is named "end-to-end": keystroke to ghost text
-        _cdf_png(png, {"end-to-end": [max(x, 1e-3) for x in live["fresh_observed_ms"]]})
-        print(f"\nwrote {args.out} and {png} (CDF of the live column's observed fresh answers)")
+    curves = {name: fig["fresh_curve"] for name, fig in (("live (Kaplan-Meier)", live), ("waiting typist", reference))
+              if fig is not None and fig["fresh_curve"]}
+    if curves:
+        _cdf_png(png, curves)
+        print(f"\nwrote {args.out} and {png} (CDF of fresh answers, keystroke to ghost text)")
     else:
         print(f"\nwrote {args.out}; no fresh answer observed, so no CDF")
     return 0
