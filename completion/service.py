@@ -23,7 +23,7 @@ class CompletionSettings:
     temperature: float = 0.0
     top_p: float = 1.0
     # In PSM order every keystroke recomputes the suffix, so it is short: on held-out lines 32
-    # suffix tokens completed as well as 128 (docs/bench-session.md: eyas eval infill --suffix-tokens)
+    # suffix tokens completed as well as 128 (docs/qwen2.5-coder-0.5b.md, suffix budget)
     # for a quarter of a key's prefill.
     budget: ContextBudget = field(default_factory=lambda: ContextBudget(prefix_tokens=1024, suffix_tokens=32,
                                                                        snippet_tokens=512))

@@ -9,9 +9,9 @@ cancelled and a new one starts). A multi-line completion answers with its first 
 that line is complete and keeps decoding into the typed-through cache, so accepting (or typing) the
 line brings the next at once. Every item says where it came from ("cache", "engine", "joined").
 
-Pre-fetch: once a completion is shown, the most likely next request is the one right after the user
-accepts it, so it is computed in the background on the document as it would then be, and stored in
-the cache. It runs only while nothing else does: every real request cancels it first (the engine
+Pre-fetch: once a generation ends, the most likely next request is the one right after the user
+accepts its completion, so that is computed in the background on the document as it would then
+be, and stored in the cache. It runs only while nothing else does: every real request cancels it first (the engine
 stops between decode steps). Accepting just the first line needs no pre-fetch: the cache already
 answers with the rest of the shown completion there.
 
@@ -155,9 +155,9 @@ async def _from_generation(ls, uri: str, text: str, cursor: int, language_id: st
     request = _prepare(ls, completer, uri, cursor, language_id, quick=uri not in ls.warm_documents)
     generation = completer.start(request, keep_prefill=request.stable_tokens, **_speculation(ls.config))
     running = ls.running[uri] = Running(generation, text, cursor)
-    running.generation.task.add_done_callback(lambda task: _finished(ls, uri, running, language_id))
+    generation.task.add_done_callback(lambda task: _finished(ls, uri, running, language_id))
     ls.generations += 1
-    return await running.generation.suggestion("", deadline), "engine", running
+    return await generation.suggestion("", deadline), "engine", running
 
 
 def _finished(ls, uri: str, running: Running, language_id: str) -> None:
@@ -185,7 +185,7 @@ async def _candidates(ls, uri: str, cursor: int, language_id: str, candidates: i
     for i in range(candidates):
         if i:   # the first is the usual (greedy) answer; the others are seeded samples
             extra = {**extra, "temperature": max(cfg.temperature, CANDIDATE_TEMPERATURE), "seed": i}
-        done = await completer.run(request, **extra)
+        done = await asyncio.wait_for(completer.run(request, **extra), timeout=cfg.request_timeout_s)
         ls.generations += 1
         ls.served += 1
         ls.record_latency({**_figures(request, done.stats, done), "total": done.timings_ms["total"], "cached": False,
