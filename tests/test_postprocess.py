@@ -250,6 +250,11 @@ def test_drop_duplicate_of_suffix(language, document, text, expected):
     ("python", "    return ║\n    return x\n", "x", "x"),      # the user is typing that line
     ("javascript", "function f() {\n  ║\n  }\n", "if (x) {\n    y();\n  }", "if (x) {\n    y();\n  }"),
     ("go", "func f() {\n\t║\n\tg()\n}\n", "x := 1\n\n\tg()", "x := 1\n"),
+    # the repeated line was the body of `else:`: the opener goes with it
+    ("python", "def f(n):\n    ║\n    return g(n)\n", "if n:\n        return 0\n    else:\n        return g(n)",
+     "if n:\n        return 0"),
+    ("python", "def f(n):\n    ║\n        return g(n)\n", "if n:\n        return 0\n    else:\n        return g(n)",
+     "if n:\n        return 0\n    else:"),          # the next line is deeper: it is the body
 ])
 def test_trim_lines_repeating_suffix(language, document, text, expected):
     assert trim_lines_repeating_suffix(text, site(language, document), True) == expected
