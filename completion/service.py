@@ -150,11 +150,14 @@ class Generation:
         self.request = request
         self.raw = ""                          # the model's text so far, "\n" line ends
         self.stats = Stats(prompt_tokens=len(request.prompt_ids))   # the engine's, as they stream
+        self.first_text_at: float | None = None   # time.monotonic() when the model's text began
         self._changed = asyncio.Event()
         self.task = asyncio.ensure_future(completer.run(request, on_chunk=self._grow, **overrides))
         self.task.add_done_callback(lambda _: self._changed.set())
 
     def _grow(self, raw: str, stats: Stats) -> None:
+        if self.first_text_at is None and raw.strip():
+            self.first_text_at = time.monotonic()
         self.raw, self.stats = raw, stats
         self._changed.set()
 
@@ -171,13 +174,15 @@ class Generation:
     def cancel(self) -> None:
         self.task.cancel()
 
-    async def suggestion(self, typed: str, deadline: float | None = None) -> str | None:
-        """The text to show after `typed` (document text, its own line ends), "" for nothing. Past
-        `deadline` (a time.monotonic() instant) the line so far is shown if it has a word in it
-        (a first-answer budget, as llama.vim's): the generation goes on, and typing or accepting
-        the part shown joins it or meets it in the cache."""
+    async def suggestion(self, typed: str, budget_s: float | None = None) -> str | None:
+        """The text to show after `typed` (document text, its own line ends), "" for nothing. With
+        `budget_s`, a line that has not ended that long after both the ask and the model's first
+        text is shown as far as it goes, in whole words (a first answer's time budget, as
+        llama.vim's; a slow prefill does not spend it): the generation goes on, and typing or
+        accepting the part shown joins it or meets it in the cache."""
         crlf, site = self.request.crlf, self.request.site
         lf_typed = typed.replace("\r\n", "\n") if crlf else typed
+        asked = time.monotonic()
         while True:
             self._changed.clear()
             if self.task.done():   # the engine's error or cancellation surfaces here
@@ -186,17 +191,16 @@ class Generation:
                     return text
                 rest = text[len(typed):]
                 return rest if text.startswith(typed) and rest.strip() else None
-            late = deadline is not None and time.monotonic() >= deadline
+            due = None if budget_s is None or self.first_text_at is None else \
+                max(asked, self.first_text_at) + budget_s
+            late = due is not None and time.monotonic() >= due
             line = next_line(self.raw, lf_typed, site, self.request.multiline, partial=late)
             if line is None:
                 return None
             if line:
                 return line.replace("\n", "\r\n") if crlf else line
-            if deadline is None or late:
-                await self._changed.wait()
-            else:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), None if due is None or late else due - time.monotonic())
 
 
 def next_line(raw: str, typed: str, site: CompletionSite, multiline: bool, partial: bool = False) -> str | None:

@@ -47,8 +47,9 @@ from .positions import PositionError
 log = logging.getLogger("eyas")
 CANDIDATES = 3               # on an explicit request (triggerKind Invoked)
 CANDIDATE_TEMPERATURE = 0.8  # the extra candidates are sampled: greedy would repeat the first
-# a first answer's time budget, as llama.vim's: past it, the line so far (whole words) is shown and
-# the generation goes on behind it (docs/bench-session.md)
+# a first answer's time budget, as llama.vim's: a line not ended this long after both the key and
+# the model's first text shows its whole words so far, and the generation goes on behind it
+# (docs/bench-session.md)
 FIRST_ANSWER_S = 0.25
 WARM_AFTER_S = 0.5           # idle time before a KV warm-up starts (typing keeps cancelling it)
 # a cold document's prompt: 256 prefix tokens kept 18.3% exact match against 21.7% at 1,024
@@ -141,12 +142,11 @@ async def complete_at(ls, uri: str, position: types.Position, *, candidates: int
 async def _from_generation(ls, uri: str, text: str, cursor: int, language_id: str) -> tuple[str, str, Running]:
     """The suggestion at `cursor` from the document's running generation when the user is typing
     what it produces ("joined"), else from a new one ("engine")."""
-    deadline = time.monotonic() + FIRST_ANSWER_S
     running = ls.running.get(uri)
     if running is not None and (ls.config.cache or not running.generation.done):
         typed = running.typed(text, cursor)
         if typed is not None:
-            rest = await running.generation.suggestion(typed, deadline)
+            rest = await running.generation.suggestion(typed, FIRST_ANSWER_S)
             if rest is not None:
                 return rest, "joined", running
     completer = await ls.ready_completer()
@@ -157,7 +157,7 @@ async def _from_generation(ls, uri: str, text: str, cursor: int, language_id: st
     running = ls.running[uri] = Running(generation, text, cursor)
     generation.task.add_done_callback(lambda task: _finished(ls, uri, running, language_id))
     ls.generations += 1
-    return await generation.suggestion("", deadline), "engine", running
+    return await generation.suggestion("", FIRST_ANSWER_S), "engine", running
 
 
 def _finished(ls, uri: str, running: Running, language_id: str) -> None:
