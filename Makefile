@@ -57,20 +57,13 @@ $(VLLM_STAMP):
 
 install-vllm: $(VLLM_STAMP)
 
-# ---- peers for `eyas bench engines` (optional extra, not part of `make test`) ----------------
-# llama-cpp-python has no CPU wheel on PyPI, so pip compiles the vendored llama.cpp (~10+ min on
-# 2 cores; pip caches the wheel afterwards). Only the shared library is needed: skip tests,
-# examples, tools, server, curl and the multimodal helper. Tuned for this CPU's vector units but
-# not its AMX tiles: llama.cpp 0.3.36's AMX path (GGML_NATIVE on a Sapphire Rapids) crashes
-# (SIGSEGV) on the first forward of a q8_0 or Q4_K_M Qwen2.5-Coder.
-PEERS_ISA := -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON $(shell grep -q avx512f /proc/cpuinfo 2>/dev/null && \
-	echo -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON)
-PEERS_CMAKE_ARGS := -DGGML_NATIVE=OFF $(PEERS_ISA) -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAVA_BUILD=OFF
-
+# ---- peers for `eyas bench engines` (optional, not part of `make test`) ----------------------
+# llama.cpp's own programs (llama-bench, llama-server, llama-quantize), built natively from the
+# source pinned in completion/evaluation/llama_cpp.py into ~/.cache/eyas/peers (~10 min on 2 cores,
+# once; reused while the pin and flags match). A native build that crashes on this CPU is redone
+# without AMX, and the stamp says so.
 install-peers: $(STAMP)
-	CMAKE_ARGS="$(PEERS_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-		$(BIN)/pip install -e '.[peers]'
+	$(BIN)/python -m completion.evaluation.llama_cpp build
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV)

@@ -4,7 +4,7 @@
 Client keys are camelCase as editors write them:
     {"engine": "torch" | "daemon" | "vllm" | "openai", "url": "http://host:8000", "apiKeyEnv": "VAR",
      "model": "<dir or hub id>", "draft": "<drafter dir or hub id>",
-     "device": "cpu", "precision": "auto" | "float32" | "bf16" | "int8" | "int4", "impl": "lean" | "hf", "compile": false, "maxTokens": 64, "temperature": 0.0, "topP": 1.0,
+     "device": "cpu", "precision": "auto" | "float32" | "bf16" | "int8" | "int4" | "int4-head8", "impl": "lean" | "hf", "compile": false, "maxTokens": 64, "temperature": 0.0, "topP": 1.0,
      "requestTimeout": 20, "enable": {"*": true, "markdown": false}, "speculativeK": 4,
      "cache": true, "prefetch": true, "adapt": "off" | "idle",
      "multiline": "auto" | "always" | "never" | {"*": "auto", "markdown": "never"}}
@@ -30,7 +30,7 @@ class ServerConfig:
     model: str | None = None          # None: the default model (completion.models.DEFAULT_MODEL)
     draft: str | None = None
     device: str | None = None
-    precision: str = "auto"           # torch engine: float32, bf16, int8, int4; auto: the device's best
+    precision: str = "auto"           # torch engine: float32, bf16, int8, int4, int4-head8; auto: the device's best
     impl: str | None = None           # torch engine forward: "lean" or "hf"; None: lean where supported
     compile: bool = False             # torch engine: torch.compile the lean steps at load (a minute on 2 cores)
     max_tokens: int = 64

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import need_llama_cpp
 
 
 VOCAB = 640          # model rows; the tokenizer has 600 tokens, so the converter pads 40
@@ -63,7 +64,7 @@ def hf_tensors(model_dir) -> dict[str, np.ndarray]:
 
 
 def test_gguf_export_f32_round_trip(tiny_pair, tmp_path):
-    gguf = pytest.importorskip("gguf", reason="gguf is not installed: `make install-peers`")
+    import gguf
     from completion.evaluation.gguf_export import export_gguf
 
     target_dir = tiny_pair[0]
@@ -89,7 +90,7 @@ def test_gguf_export_f32_round_trip(tiny_pair, tmp_path):
 
 @pytest.mark.parametrize("precision", ["q8_0", "bf16"])
 def test_gguf_export_quantized_within_tolerance(tiny_pair, tmp_path, precision):
-    gguf = pytest.importorskip("gguf", reason="gguf is not installed: `make install-peers`")
+    import gguf
     from completion.evaluation.gguf_export import export_gguf
 
     target_dir = tiny_pair[0]
@@ -109,38 +110,70 @@ def test_gguf_export_quantized_within_tolerance(tiny_pair, tmp_path, precision):
         assert np.abs(values - array).max() <= step, t.name
 
 
-def test_llama_cpp_greedy_equals_our_engine(tiny_pair, tmp_path):
-    pytest.importorskip("gguf", reason="gguf is not installed: `make install-peers`")
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: `make install-peers`")
-    import asyncio
+def bench_setup(target_dir, tmp_path, **kw):
+    from completion.evaluation.engine_peers import BenchSetup
+    prompts = {"40": [list(range(100, 140))], "fim": [list(range(200, 230)), list(range(300, 350))]}
+    return BenchSetup(target=target_dir, peagle=None, eagle3=None, prompts=prompts, new_tokens=16, repeats=2,
+                      threads=1, ks={}, work=tmp_path, **kw)
 
-    from llama_cpp import Llama
+
+def our_greedy(target_dir, prompts: list[list[int]], n: int) -> list[int]:
+    import asyncio
 
     from completion.engine.base import GenerationParams
     from completion.engine.torch_engine import TorchEngine
-    from completion.evaluation.gguf_export import export_gguf
-
-    target_dir = tiny_pair[0]
-    prompt = list(range(100, 140))
-    llm = Llama(model_path=str(export_gguf(target_dir, tmp_path / "t.gguf", "f32")), n_ctx=256, n_threads=1,
-                seed=0, verbose=False)
-    theirs = []
-    for token in llm.generate(prompt, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0):
-        theirs.append(token)
-        if len(theirs) == 16:
-            break
-    llm.close()
 
     engine = TorchEngine.load(str(target_dir), device="cpu", precision="float32", draft="none")
 
-    async def ours():
+    async def run():
         ids = []
-        async for chunk in engine.generate(prompt, GenerationParams(max_tokens=16, mode="plain")):
-            ids += chunk.token_ids
+        for prompt in prompts:
+            async for chunk in engine.generate(prompt, GenerationParams(max_tokens=n, mode="plain")):
+                ids += chunk.token_ids
         await engine.close()
         return ids
+    return asyncio.run(run())
 
-    assert theirs == asyncio.run(ours())
+
+def test_llama_server_greedy_equals_our_engine(tiny_pair, tmp_path):
+    """llama-server (the peer's plain column) decodes our converter's f32 GGUF to the same greedy
+    tokens as our engine, every repeat, and its n-gram speculation to the same tokens again."""
+    need_llama_cpp()
+    from completion.evaluation.engine_peers import SERVER_SPECULATION, measure_llama_server_plain, measure_llama_server_spec
+
+    setup = bench_setup(tiny_pair[0], tmp_path)
+    plain = measure_llama_server_plain(setup, "f32")
+    for name, prompts in setup.prompts.items():
+        m = plain[name]
+        assert m["token_ids"] == our_greedy(tiny_pair[0], prompts, 16) and m["repeats_agree"]
+        assert m["acceptance_length"] is None and m["decode_ms_per_token"] > 0 and m["prefill_ms"] > 0
+        assert m["bytes_per_token"] > 0
+    spec = measure_llama_server_spec(setup, "f32")
+    for name, m in spec.items():
+        assert not m["failed_k"] and set(m["by_k"]) == set(SERVER_SPECULATION)
+        for config, figures in m["by_k"].items():   # every mode, every repeat: the plain tokens
+            assert figures["token_ids"] == plain[name]["token_ids"] and figures["repeats_agree"], config
+            assert figures["acceptance_length"] >= 1.0
+
+
+def test_llama_bench_column_times_each_sets_context(tiny_pair, tmp_path):
+    """The llama-bench column: prefill at each set's (mean) prompt length from an empty context,
+    decode of N tokens after that much context, llama-bench's own figures, bytes per token from
+    the GGUF."""
+    need_llama_cpp()
+    import gguf
+
+    from completion.evaluation.engine_peers import gguf_file, measure_llama_bench
+
+    setup = bench_setup(tiny_pair[0], tmp_path)
+    sets = measure_llama_bench(setup, "f32")
+    assert {n: m["context"] for n, m in sets.items()} == {"40": 40, "fim": 40}
+    for m in sets.values():
+        assert m["prefill_ms"] > 0 and m["decode_ms_per_token"] > 0 and m["token_ids"] == []
+        assert abs(m["tokens_per_s"] - m["llama_bench"]["decode_tokens_per_s"]) <= 0.01 * m["tokens_per_s"]
+    tensors = gguf.GGUFReader(gguf_file(setup, "f32")).tensors
+    embed = next(t for t in tensors if t.name == "token_embd.weight")
+    assert sets["40"]["bytes_per_token"] == sum(int(t.n_bytes) for t in tensors) - int(embed.n_bytes) + 32 * 4
 
 
 def test_quick_bench_writes_every_column(tiny_pair, tmp_path, capsys):
@@ -152,13 +185,13 @@ def test_quick_bench_writes_every_column(tiny_pair, tmp_path, capsys):
     threads = torch.get_num_threads()
     try:   # vLLM is pointed at a missing venv: its columns must be skipped with that reason, quickly
         assert main(["--quick", "--model", str(target_dir), "--draft", str(peagle_dir), "--eagle3", str(eagle3_dir),
-                     "--precisions", "f32,bf16,int8,int4,q8_0,q4", "--threads", "1", "--vllm-python", str(tmp_path / "no-vllm" / "python"),
+                     "--precisions", "f32,bf16,int8,int4,int4-head8,q8_0,q4", "--threads", "1", "--vllm-python", str(tmp_path / "no-vllm" / "python"),
                      "--out", str(out)]) == 0
     finally:
         torch.set_num_threads(threads)
     report = json.loads(out.read_text())
     cells = {(c["peer"], c["precision"]): c for c in report["cells"]}
-    assert set(cells) == {(p, q) for p in PEERS for q in ("f32", "bf16", "int8", "int4", "q8_0", "q4")}
+    assert set(cells) == {(p, q) for p in PEERS for q in ("f32", "bf16", "int8", "int4", "int4-head8", "q8_0", "q4")}
     for c in cells.values():
         assert c["status"] in ("measured", "skipped")
         if c["status"] == "skipped":
@@ -166,7 +199,8 @@ def test_quick_bench_writes_every_column(tiny_pair, tmp_path, capsys):
             continue
         assert set(c["sets"]) == {"32", "64", "humaneval-fim"}    # --quick: one HumanEval FIM request
         for m in c["sets"].values():
-            assert m["decode_ms_per_token"] > 0 and m["prefill_ms"] > 0 and len(m["token_ids"]) == 8
+            assert m["decode_ms_per_token"] > 0 and m["prefill_ms"] > 0 and m["bytes_per_token"] > 0
+            assert len(m["token_ids"]) == (0 if c["peer"] == "llama-bench" else 8)
     for precision in ("f32", "bf16"):
         for peer in ("eyas-plain", "eyas-eagle3", "eyas-peagle", "eyas-lookup", "hf"):
             assert cells[(peer, precision)]["status"] == "measured", cells[(peer, precision)]
@@ -178,15 +212,19 @@ def test_quick_bench_writes_every_column(tiny_pair, tmp_path, capsys):
         assert cells[(peer, "int8")]["status"] == "measured", cells[(peer, "int8")]
     assert all(m["agree"] == 8 for m in cells[("eyas-peagle", "int8")]["sets"].values())
     assert "not offered" in cells[("hf", "int8")]["reason"]
-    q4_reason = cells[("llama-plain", "q4")]["reason"]       # q4 is a registry model's own GGUF
-    assert "registry" in q4_reason or "install-peers" in q4_reason
+    for peer in ("llama-bench", "llama-server", "llama-server-spec"):
+        q4_reason = cells[(peer, "q4")]["reason"]       # q4 is a registry model's own GGUF
+        assert "registry" in q4_reason or "install-peers" in q4_reason
+    # int4 with an int8 output head reads more bytes a token than int4 throughout
+    int4, head8 = cells[("eyas-plain", "int4")]["sets"]["64"], cells[("eyas-plain", "int4-head8")]["sets"]["64"]
+    assert head8["bytes_per_token"] > int4["bytes_per_token"]
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "x llama" in printed and "prompt 64 tokens" in printed and "prompts humaneval-fim" in printed
     assert "skipped:" in printed
     assert report["config"]["prompt_sets"]["64"] == [64] and len(report["config"]["prompt_sets"]["humaneval-fim"]) == 1
-    assert len(report["bars"]) == 7 and all(b.startswith(("[PASS]", "[FAIL]")) for b in report["bars"])
-    assert "P-EAGLE+lookup decode tok/s / llama.cpp plain's" in printed
+    assert len(report["bars"]) == 5 and all(b.startswith(("[PASS]", "[FAIL]")) for b in report["bars"])
+    assert "default decoding (P-EAGLE+lookup) tok/s / llama-bench plain decode" in printed and "MB/tok" in printed
     assert "[PASS] speculative output equals plain output" in printed
 
 

@@ -79,7 +79,7 @@ def test_bf16_is_close_to_hugging_face_bf16(kind):
     assert (ref.argmax(-1) == ours.argmax(-1)).float().mean() > 0.95
 
 
-@pytest.mark.parametrize("precision", ["bf16", "bf16-untiled", "bf16-unpacked", "int8", "int4"])
+@pytest.mark.parametrize("precision", ["bf16", "bf16-untiled", "bf16-unpacked", "int8", "int4", "int4-head8"])
 def test_verification_rows_equal_decode_steps_bit_for_bit(precision, monkeypatch):
     """Lossless speculative decoding rests on this below float32, biases and int4 included, on
     the tile kernel (CPUs with AMX), oneDNN's packed matrices (CPUs without AMX) and plain bf16
@@ -95,9 +95,24 @@ def test_verification_rows_equal_decode_steps_bit_for_bit(precision, monkeypatch
                                         vocab_size=VOCAB).to(torch.bfloat16))
     kinds = {"bf16-untiled": PackedWeight, "bf16-unpacked": torch.Tensor}
     assert isinstance(lean.w.layers[0].qkv, kinds.get(precision, TileWeight if native.available() else PackedWeight))
-    if precision in ("int8", "int4"):
+    if precision in ("int8", "int4", "int4-head8"):
         quantize(lean.w, precision)
     assert_rows_equal_steps(lean, tokens(37), tokens(11, seed=1), hidden_layers=(0, 1))
+
+
+def test_int4_head8_keeps_the_output_head_at_8_bits_and_counts_the_bytes_a_step_reads():
+    from completion.engine.lean.weights import Int4Weight, Int8Weight, decode_bytes
+
+    def lean_at(precision):
+        lean = LeanModel.from_hf(tiny_model(arch="qwen2", num_layers=2, hidden_size=128, intermediate_size=256,
+                                            vocab_size=VOCAB).to(torch.bfloat16))
+        quantize(lean.w, precision)
+        return lean.w
+    w4, w48 = lean_at("int4"), lean_at("int4-head8")
+    assert isinstance(w48.layers[0].qkv, Int4Weight) and isinstance(w48.layers[1].down, Int4Weight)
+    assert isinstance(w48.lm_head, Int8Weight) and isinstance(w4.lm_head, Int4Weight)
+    head = VOCAB * 128    # int8 reads a byte a weight (and a scale a row); int4 half a byte and group scales
+    assert decode_bytes(w48) - decode_bytes(w4) == (head + VOCAB * 2) - (head // 2 + w4.lm_head.scales_zeros.nbytes)
 
 
 def test_a_kernel_that_rounds_rows_together_runs_verifications_in_blocks_it_keeps_apart(monkeypatch):

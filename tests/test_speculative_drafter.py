@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from completion.engine.lean import native
+from conftest import need_native_kernels
 from completion.speculative import DrafterConfig, init_drafter
 from completion.speculative.cache import DraftCache
 from completion.speculative.layout import parallel_draft_inputs
@@ -72,8 +73,7 @@ def test_training_mask_sees_what_inference_sees(target, dtype, monkeypatch):
     torch's SDPA: the two agree to bf16 rounding."""
     kernel_rows = []
     if dtype == torch.bfloat16:
-        if not native.available():
-            pytest.skip(f"Eyas's CPU kernels are not in use: {native.reason()}")
+        need_native_kernels()
         decode_attention = native.decode_attention
         monkeypatch.setattr(native, "decode_attention",
                             lambda q, *a: kernel_rows.append(q.shape[0]) or decode_attention(q, *a))

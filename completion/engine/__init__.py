@@ -19,7 +19,7 @@ def default_threads() -> int:
 ENGINE_KINDS = ("torch", "daemon", "vllm", "openai")
 # The torch engine's `precision`: activations' dtype, and for int8 / int4 weight-only quantized
 # projections in the lean forward; "auto" picks per device (torch_engine.resolve_precision).
-PRECISIONS = ("auto", "float32", "bf16", "int8", "int4")
+PRECISIONS = ("auto", "float32", "bf16", "int8", "int4", "int4-head8")
 
 
 def load_engine(kind: str = "torch", model: str | None = None, **kw) -> Engine:

@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--draft", default=None, help="P-EAGLE drafter directory or hub id")
     p.add_argument("--device", default=None)
     p.add_argument("--impl", choices=("lean", "hf"), default=None, help="torch engine forward")
-    p.add_argument("--precision", default=None, help="torch engine: auto, float32, bf16, int8, int4")
+    p.add_argument("--precision", default=None, help="torch engine: auto, float32, bf16, int8, int4, int4-head8")
     p.add_argument("--k", type=int, default=None, help="speculative tokens per step (vLLM)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--socket", default=None, help="Unix socket path (default: one per configuration "

@@ -85,8 +85,8 @@ class PlainDecoder:
 
 IMPLS = ("lean", "hf")
 # int8 / int4: weight-only quantized projections, whose CPU kernels take bf16 activations
-DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16, "int8": torch.bfloat16, "int4": torch.bfloat16}
-QUANTIZED = ("int8", "int4")
+QUANTIZED = ("int8", "int4", "int4-head8")   # int4-head8: int4 projections, int8 output head
+DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16} | dict.fromkeys(QUANTIZED, torch.bfloat16)
 
 
 def cpu_auto_precision() -> str:

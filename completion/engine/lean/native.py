@@ -78,11 +78,16 @@ def build() -> Path:
     return lib
 
 
+def missing_flags() -> list[str]:
+    """The instructions the kernels need that this CPU lacks."""
+    return [f for f in CPU_FLAGS if f not in cpu_flags()]
+
+
 def _load() -> None:
     if os.environ.get("EYAS_NATIVE", "1") == "0":
         _state["reason"] = "EYAS_NATIVE=0"
         return
-    missing = [f for f in CPU_FLAGS if f not in cpu_flags()]
+    missing = missing_flags()
     if missing:
         _state["reason"] = f"this CPU lacks {', '.join(missing)}"
         return

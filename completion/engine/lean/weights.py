@@ -17,7 +17,7 @@ row-major, 19.2 column-major; gate|up 0.65 vs 0.65-0.9 ms for 1-8 rows).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -221,38 +221,67 @@ class LeanWeights:
     layers: list[LayerWeights]
     norm: torch.Tensor           # [H]
     lm_head: torch.Tensor        # [V, H]; the embedding itself when tied
-    quantized: str | None = None  # "int8" / "int4": the dense projections and lm_head are Int8Weight / Int4Weight
+    quantized: str | None = None  # a QUANTIZED_PARTS key: the dense projections and lm_head are Int8Weight / Int4Weight
+
+
+# precision -> (projections, output head): "int4-head8" keeps the head at 8 bits, as llama.cpp's
+# Q4_K_M files keep theirs (Q6_K / Q8_0), for comparisons that read comparable bytes
+QUANTIZED_PARTS = {"int8": ("int8", "int8"), "int4": ("int4", "int4"), "int4-head8": ("int4", "int8")}
 
 
 def quantize(weights: LeanWeights, precision: str) -> None:
-    """Dense projections and lm_head to weight-only `precision` ("int8" or "int4"); MoE experts,
+    """Dense projections and lm_head to weight-only `precision` (QUANTIZED_PARTS); MoE experts,
     norms, biases and the embedding stay as they are. The bf16 weights stay referenced (they are
     the Hugging Face model's own, and long inputs run on them: FEW_ROWS).
     lm_head is quantized too: it is the largest matrix a decode step reads (Qwen2.5-Coder-0.5B:
     15.5 ms of a step in bf16, 9 in int8, 3.9 in int4) and costs little agreement (greedy token
     kept at 97.9% of positions with it int8 vs 98.7% with it bf16; int4 84% vs 85% at groups of 64)."""
-    if precision not in QUANTIZERS:
-        raise ValueError(f"unknown precision {precision!r} (available: {', '.join(QUANTIZERS)})")
+    if precision not in QUANTIZED_PARTS:
+        raise ValueError(f"unknown precision {precision!r} (available: {', '.join(QUANTIZED_PARTS)})")
     if weights.quantized:
         raise ValueError(f"these weights are already {weights.quantized}")
     if weights.embed.dtype != torch.bfloat16:
         raise ValueError(f"{precision} weights run with bf16 activations; this model is {weights.embed.dtype}")
     if weights.embed.device.type != "cpu":   # torch has these kernels for the CPU only (int4 CUDA packs differently)
         raise ValueError(f"{precision} weights are CPU-only here; this model is on {weights.embed.device}")
-    def of(w):
+    body, head = QUANTIZED_PARTS[precision]
+
+    def of(w, to: str):
         if isinstance(w, TileWeight):     # the quantized kernel takes the few rows instead
             w = w.dense
         if isinstance(w, PackedWeight):   # quantize the plain matrix; long inputs keep the packed one
-            q = QUANTIZERS[precision](w.dense)
+            q = QUANTIZERS[to](w.dense)
             q.dense = w
             return q
-        return QUANTIZERS[precision](w)
+        return QUANTIZERS[to](w)
     for w in weights.layers:
-        w.qkv, w.o = of(w.qkv), of(w.o)
+        w.qkv, w.o = of(w.qkv, body), of(w.o, body)
         if w.gate_up is not None:
-            w.gate_up, w.down = of(w.gate_up), of(w.down)
-    weights.lm_head = of(weights.lm_head)
+            w.gate_up, w.down = of(w.gate_up, body), of(w.down, body)
+    weights.lm_head = of(weights.lm_head, head)
     weights.quantized = precision
+
+
+def stored_bytes(w) -> int:
+    """Bytes a matrix-vector product reads from this weight, in the form the decode step uses."""
+    if isinstance(w, Int8Weight):
+        return w.q.nbytes + w.scale.nbytes
+    if isinstance(w, Int4Weight):
+        return w.packed.nbytes + w.scales_zeros.nbytes
+    if isinstance(w, TileWeight):
+        return w.packed.nbytes
+    if isinstance(w, PackedWeight):
+        return w.dense.nbytes
+    return 0 if w is None else w.nbytes
+
+
+def decode_bytes(weights: LeanWeights) -> int:
+    """Bytes of weights one decode step of one token reads: every layer's matrices, norms and
+    biases, the final norm, the output head and one embedding row (an MoE counts every expert: an
+    upper bound)."""
+    per_layer = sum(stored_bytes(getattr(w, f.name)) for w in weights.layers for f in fields(w))
+    row = weights.embed.nbytes // weights.embed.shape[0]
+    return per_layer + weights.norm.nbytes + stored_bytes(weights.lm_head) + row
 
 
 def column_major(linear: nn.Linear) -> torch.Tensor:
