@@ -270,14 +270,16 @@ LLAMA_PRECISIONS = ("f32", "bf16", "q8_0", "q4")   # q4: the registry's own GGUF
 QUANTIZE_TYPES = {"f32": "F32", "bf16": "BF16", "q8_0": "Q8_0"}   # llama-quantize's names
 # llama.vim's server preset (llama-server --fim-qwen-1.5b-default): batches of 1024, KV chunk reuse
 SERVER_ARGS = ("-b", "1024", "-ub", "1024", "--cache-reuse", "256", "-np", "1")
-# llama-server's n-gram speculation, each mode at its defaults and at short n-grams (code repeats
-# short spans: the defaults look for 12-24-token matches); the best per prompt set is the column's
+# llama-server's n-gram speculation, the modes at short n-grams and drafts: their defaults look for
+# 12-24-token matches and draft up to 48-64 tokens, which never fired on these prompts (AL 1.00),
+# and on a CPU its verification of a long draft costs more than the tokens it wins (ngram-simple
+# drafting 8: AL 1.35, 1.6x slower than plain). The best per prompt set is the column's.
 SERVER_SPECULATION = {
-    "ngram-simple": ("--spec-type", "ngram-simple"),
-    "ngram-simple/3-8": ("--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", "3",
-                         "--spec-ngram-simple-size-m", "8"),
-    "ngram-map-k/3-8": ("--spec-type", "ngram-map-k", "--spec-ngram-map-k-size-n", "3", "--spec-ngram-map-k-size-m", "8"),
-    "ngram-mod": ("--spec-type", "ngram-mod"),
+    "ngram-simple/2-3": ("--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", "2",
+                         "--spec-ngram-simple-size-m", "3"),
+    "ngram-map-k/2-4": ("--spec-type", "ngram-map-k", "--spec-ngram-map-k-size-n", "2", "--spec-ngram-map-k-size-m", "4"),
+    "ngram-mod/8-4": ("--spec-type", "ngram-mod", "--spec-ngram-mod-n-match", "8", "--spec-ngram-mod-n-max", "4",
+                      "--spec-ngram-mod-n-min", "1"),
     "ngram-cache": ("--spec-type", "ngram-cache"),
 }
 DRAFT_MODEL_KS = (3, 6)      # --spec-draft-n-max for a draft model (llama.cpp's default is 3)
