@@ -169,6 +169,31 @@ def test_llama_server_greedy_equals_our_engine(tiny_pair, tmp_path):
             assert figures["acceptance_length"] >= 1.0
 
 
+def test_llama_server_with_a_draft_model(tiny_pair, tmp_path, monkeypatch):
+    """The draft-model configurations (a 1.5B target's 0.5B): `-md` reaches llama-server, the output
+    stays the plain one, and a step's bytes count the draft model's K forwards. (The tiny target
+    drafts for itself here: the registry's pair is 1.1 GB.)"""
+    need_llama_cpp()
+    from types import SimpleNamespace
+
+    from completion.evaluation import engine_peers
+
+    setup = bench_setup(tiny_pair[0], tmp_path, llama_draft=SimpleNamespace(name="tiny-0.5b"))
+    target = engine_peers.gguf_file(setup, "f32")
+    monkeypatch.setattr(engine_peers, "gguf_file", lambda setup, precision, packaged=None: target)
+    monkeypatch.setattr(engine_peers, "SERVER_SPECULATION", {})
+    plain = engine_peers.measure_llama_server_plain(setup, "f32")
+    spec = engine_peers.measure_llama_server_spec(setup, "f32")
+    step = engine_peers.gguf_decode_bytes(target)
+    for name, m in spec.items():
+        assert set(m["by_k"]) == {f"draft-0.5b/{k}" for k in engine_peers.DRAFT_MODEL_KS} and not m["failed_k"]
+        for config, figures in m["by_k"].items():
+            assert figures["token_ids"] == plain[name]["token_ids"], config
+            assert figures["acceptance_length"] > 1.0            # a model drafting for itself is accepted
+            k = int(config.rsplit("/", 1)[1])
+            assert figures["bytes_per_token"] == pytest.approx(step * (1 + k) / figures["acceptance_length"])
+
+
 def test_llama_bench_column_times_each_sets_context(tiny_pair, tmp_path):
     """The llama-bench column: prefill at each set's (mean) prompt length from an empty context,
     decode of N tokens after that much context, llama-bench's own figures, bytes per token from

@@ -80,7 +80,8 @@ def test_ghost_text_in_neovim(tmp_path):
     assert text and buffer.encode()[offset:offset + len(text.encode())] == text.encode()
     # the real default model's suggestion after `def add(a, b):`, not just some text; letters the
     # driver typed as nudges (after an answer with nothing to show) are the line's start
-    nudged = "return a + b"[:steps["ghost"]["nudges"]]
+    first_ghost = next(s["value"] for s in result["steps"] if s["name"] == "ghost")   # the one "shown" shows
+    nudged = "return a + b"[:first_ghost["nudges"]]
     assert (nudged + text).strip().splitlines()[0] == "return a + b", (nudged, text)
     # the server counted what it showed and what was accepted (the item's command)
     status = steps["status"]

@@ -476,7 +476,8 @@ def server_speculation(setup: BenchSetup, precision: str) -> dict[str, tuple[tup
         draft = gguf_file(setup, precision, setup.llama_draft)
         for k in DRAFT_MODEL_KS:
             configs[f"draft-{setup.llama_draft.name.rsplit('-', 1)[-1]}/{k}"] = (
-                ("-md", str(draft), "--spec-draft-n-max", str(k), "-td", str(setup.threads)), k * gguf_decode_bytes(draft))
+                ("--spec-type", "draft-simple", "-md", str(draft), "--spec-draft-n-max", str(k), "-td", str(setup.threads)),
+                k * gguf_decode_bytes(draft))
     return configs
 
 
