@@ -191,7 +191,7 @@ def best_rows(cells: list[dict], sets: list[str]) -> list[dict]:
     return rows
 
 
-EQUAL_PAIRS = (("bf16", "bf16"), ("int8", "q8_0"), ("int4", "q4"), ("int4-head8", "q4"))
+EQUAL_PAIRS = (("bf16", "bf16"), *EQUAL_PRECISION.items())   # (Eyas, llama.cpp) precisions the bars compare
 
 
 def bar_lines(cells: list[dict], sets: list[str]) -> list[str]:
@@ -437,11 +437,11 @@ def report(config: dict, machine: dict, cells: list[dict], out: Path) -> None:
           "MB/tok = weights read per token delivered; agree = tokens equal to plain decoding (Eyas plain; "
           "llama-server spec: llama-server) at every K and repeat")
     print(table(cells, best, sets, config["new_tokens"]))
-    bars = bar_lines(cells, sets)
-    print("\n" + "\n".join(bars + peer_notes(cells)))
+    bars, notes = bar_lines(cells, sets), peer_notes(cells)
+    print("\n" + "\n".join(bars + notes))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"config": config, "machine": machine, "cells": cells, "best": best, "bars": bars,
-                               "notes": peer_notes(cells)}, indent=1) + "\n")
+                               "notes": notes}, indent=1) + "\n")
     png = out.with_suffix(".png")
     write_png(png, cells, sets)
     print(f"\nwrote {out} and {png}")

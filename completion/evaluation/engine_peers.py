@@ -54,7 +54,7 @@ class BenchSetup:
     llama_draft: object | None = None        # a smaller registry model of the target's family: llama-server's draft model
     compile: bool = False                    # Eyas columns with torch.compile'd lean steps
     vllm_python: Path = REPO_ROOT / ".venv-vllm" / "bin" / "python"
-    vllm_timeout_s: int = 1800
+    peer_timeout_s: int = 1800              # a peer's program (llama-bench, a vLLM worker) is stopped after this
 
     @property
     def longest(self) -> int:
@@ -343,7 +343,7 @@ def set_lengths(setup: BenchSetup) -> dict[str, int]:
 def run_llama_bench(setup: BenchSetup, gguf: Path, *args: str) -> list[dict]:
     cmd = [str(llama_program("llama-bench")), "-m", str(gguf), "-t", str(setup.threads),
            "-r", str(setup.repeats), "-o", "json", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=setup.vllm_timeout_s)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=setup.peer_timeout_s)
     if proc.returncode != 0:
         raise RuntimeError(f"llama-bench failed (rc {proc.returncode}): {proc.stderr.strip()[-300:]}")
     return json.loads(proc.stdout)
@@ -395,37 +395,34 @@ class LlamaServer:
                 raise RuntimeError(f"llama-server did not start: {' | '.join(tail)}")
             time.sleep(0.2)
 
-    def _status(self, method: str, path: str, body: dict | None = None) -> int | None:
+    def _request(self, method: str, path: str, body: dict | None = None, timeout: float = 30) -> tuple[int | None, bytes]:
+        """The answer's status and body; no status while the server does not answer."""
         import http.client
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            conn.request(method, path, body=None if body is None else json.dumps(body))
+            conn.request(method, path, body=None if body is None else json.dumps(body),
+                         headers={"Content-Type": "application/json"})
             response = conn.getresponse()
-            response.read()
-            return response.status
+            return response.status, response.read()
         except OSError:
-            return None
+            return None, b""
         finally:
             conn.close()
+
+    def _status(self, method: str, path: str, body: dict | None = None) -> int | None:
+        return self._request(method, path, body)[0]
 
     def run(self, prompt: list[int], max_tokens: int) -> Run:
         """One generation, timed by the server itself (`timings`: its prompt time ends at the first
         token's sample, as TTFT does here; HTTP is left out, in the peer's favour). Not streamed:
         a stream leaves out the ids of tokens whose text ends inside a UTF-8 character."""
-        import http.client
         if self._status("POST", "/slots/0?action=erase", {}) != 200:
             raise RuntimeError("llama-server did not erase its slot")
         request = {"prompt": prompt, "n_predict": max_tokens, "ignore_eos": True, "temperature": 0.0, "top_k": 1,
                    "cache_prompt": True, "return_tokens": True, "id_slot": 0}
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-        try:
-            conn.request("POST", "/completion", body=json.dumps(request), headers={"Content-Type": "application/json"})
-            response = conn.getresponse()
-            body = response.read()
-        finally:
-            conn.close()
-        if response.status != 200:
-            raise RuntimeError(f"llama-server answered {response.status}: {body[:300]!r}")
+        status, body = self._request("POST", "/completion", request, timeout=600)
+        if status != 200:
+            raise RuntimeError(f"llama-server answered {status}: {body[:300]!r}")
         answer = json.loads(body)
         ids, timings = answer["tokens"], answer["timings"]
         # target forwards in decode: one a token, less the accepted drafts that came with another's
@@ -511,11 +508,11 @@ def run_vllm_worker(setup: BenchSetup, precision: str, draft: Path | None, k: in
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        stdout, stderr = proc.communicate(timeout=setup.vllm_timeout_s)
+        stdout, stderr = proc.communicate(timeout=setup.peer_timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        raise RuntimeError(f"vLLM worker timed out after {setup.vllm_timeout_s} s") from None
+        raise RuntimeError(f"vLLM worker timed out after {setup.peer_timeout_s} s") from None
     if proc.returncode != 0 or not result_file.exists():
         tail = (stderr or stdout).strip().splitlines()[-3:]
         raise RuntimeError(f"vLLM worker failed (rc {proc.returncode}): {' | '.join(tail)}")

@@ -31,9 +31,10 @@ NATIVE_FLAGS = ("-DGGML_NATIVE=ON",)
 
 def fallback_flags() -> tuple[str, ...]:
     """The vector units named one by one, no AMX: for a CPU where the native build crashes."""
+    from completion.engine.lean.native import cpu_flags
+
     flags = ["-DGGML_NATIVE=OFF", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON"]
-    cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    if "avx512f" in cpu:
+    if "avx512f" in cpu_flags():
         flags += ["-DGGML_AVX512=ON", "-DGGML_AVX512_VNNI=ON", "-DGGML_AVX512_BF16=ON"]
     return tuple(flags)
 
